@@ -1,0 +1,1 @@
+"""``tanq bench <what>``: measurements printed as a table and written as JSON."""

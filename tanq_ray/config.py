@@ -1,0 +1,254 @@
+"""Typed configuration: YAML file + dotted ``key=value`` overrides -> :class:`Config`.
+
+Every stage reads one :class:`Config`. Files live under ``configs/``; a command
+line adds overrides such as ``ingest.shard_rows=512`` whose values are parsed as
+YAML scalars/lists (``true``, ``3``, ``[0.41, 0.41, 1.5]``). Any unknown key or
+invalid value raises :class:`ConfigError` naming the dotted key and what is
+allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from tanq_ray.models.config import ModelsConfig, StrictModel
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key."""
+
+
+class DataConfig(StrictModel):
+    """Where the CrossMoDA-layout input lives (see README, "Data layout")."""
+
+    train_dir: Path | None = Field(
+        None, description="ceT1 + Label + hrT2 training folder; unset = generate the phantom cohort"
+    )
+    eval_dir: Path | None = Field(None, description="hrT2 volumes to segment (never read by training)")
+    eval_labels_dir: Path | None = Field(None, description="optional truth for eval_dir")
+
+
+class PhantomConfig(StrictModel):
+    """Synthetic CrossMoDA-like cohort (``tanq phantom``)."""
+
+    cases: int = Field(8, ge=1, description="labelled ceT1 subjects; as many unlabelled hrT2 subjects")
+    eval_cases: int = Field(4, ge=0, description="hrT2 evaluation subjects, labels kept apart")
+    size: int = Field(128, ge=48, le=1024, description="in-plane matrix of the finest acquisition")
+    seed: int = 0
+
+
+class IngestConfig(StrictModel):
+    """NIfTI -> sharded Parquet slices (``tanq ingest``)."""
+
+    spacing: tuple[float, float, float] = Field(
+        (0.41, 0.41, 1.5), description="target voxel size in mm (x, y, z) after resampling"
+    )
+    crop_size: int = Field(256, ge=8, description="square center crop of each axial slice, in resampled voxels")
+    image_size: int = Field(256, ge=8, description="crop resized to image_size x image_size")
+    percentiles: tuple[float, float] = Field(
+        (0.5, 99.5), description="robust intensity window mapped to [-1, 1]"
+    )
+    shard_rows: int = Field(256, ge=1, description="slices per Parquet shard")
+    max_parallel: int | None = Field(
+        None, ge=1, description="cases processed at once (Ray tasks); unset = as many as the cluster's CPUs"
+    )
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive_spacing(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0:
+            raise ValueError(f"every spacing must be > 0 mm, got {list(value)}")
+        return value
+
+    @field_validator("percentiles")
+    @classmethod
+    def _ordered_percentiles(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high <= 100:
+            raise ValueError(f"need 0 <= low < high <= 100, got {list(value)}")
+        return value
+
+
+class TrainConfig(StrictModel):
+    """Ray Train settings shared by both translators (``tanq train``)."""
+
+    model: Literal["tanq", "cyclegan"] = "tanq"
+    batch_size: int = Field(4, ge=1, description="slices per step per worker")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    use_gpu: bool = False
+    checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
+    max_failures: int = Field(2, ge=0, description="worker crashes survived by resuming from a checkpoint")
+    seed: int = 0
+
+
+class SegmentConfig(StrictModel):
+    """nnUNet on the multi-view pseudo-hrT2 volumes plus self-training (``tanq segment``)."""
+
+    dataset_id: int = Field(501, ge=1, le=999)
+    configurations: list[Literal["2d", "3d_fullres"]] = ["2d", "3d_fullres"]
+    folds: int = Field(5, ge=1, description="cross-validation folds per configuration")
+    epochs: int = Field(1000, ge=1)
+    iterations_per_epoch: int = Field(250, ge=1)
+    batch_size: int | None = Field(8, ge=1, description="unset = nnUNet's planned batch size")
+    initial_lr: float = Field(0.01, gt=0)
+    self_training_rounds: int = Field(4, ge=0)
+    refine_pseudo_labels: bool = Field(False, description="clean pseudo-labels before retraining (paper's future work)")
+
+    @field_validator("configurations")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one of '2d', '3d_fullres'")
+        return value
+
+
+class TrackingConfig(StrictModel):
+    """MLflow tracking (see :mod:`tanq_ray.tracking`)."""
+
+    tracking_uri: str | None = Field(
+        None, description="unset = $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory"
+    )
+    experiment: str = Field("tanq-ray", min_length=1)
+
+
+class RayConfig(StrictModel):
+    """How to reach Ray; unset address joins the job's cluster or starts a local one."""
+
+    address: str | None = None
+
+
+class Config(StrictModel):
+    """The whole recipe's configuration."""
+
+    output_dir: Path = Field(Path("runs/default"), description="root of all stage outputs")
+    data: DataConfig = DataConfig()
+    phantom: PhantomConfig = PhantomConfig()
+    ingest: IngestConfig = IngestConfig()
+    models: ModelsConfig = ModelsConfig()
+    train: TrainConfig = TrainConfig()
+    segment: SegmentConfig = SegmentConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _eval_labels_need_eval_dir(self) -> "Config":
+        if self.data.eval_labels_dir is not None and self.data.eval_dir is None:
+            raise ValueError("data.eval_labels_dir is set but data.eval_dir is not")
+        return self
+
+    def stage_dir(self, stage: str) -> Path:
+        """Output folder of one stage, e.g. ``<output_dir>/ingest``."""
+        return self.output_dir / stage
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted-key view of every value, as logged to MLflow params."""
+        return dict(_flatten(self.model_dump(mode="json")))
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _known_keys(model: type[StrictModel]) -> list[str]:
+    return sorted(model.model_fields)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``a.b.c``, refusing keys the schema lacks."""
+    model: type[StrictModel] = Config
+    node = tree
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the top level"
+        if part not in model.model_fields:
+            raise ConfigError(f"unknown key '{dotted}': '{part}' is not one of {_known_keys(model)} at {where}")
+        annotation = model.model_fields[part].annotation
+        is_section = isinstance(annotation, type) and issubclass(annotation, StrictModel)
+        if depth == len(parts) - 1:
+            if is_section and not isinstance(value, dict):
+                raise ConfigError(f"key '{dotted}' is a section; set one of its keys: {_known_keys(annotation)}")
+            node[part] = value
+            return
+        if not is_section:
+            raise ConfigError(f"key '{'.'.join(parts[: depth + 1])}' is a value, not a section: cannot set '{dotted}'")
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"key '{'.'.join(parts[: depth + 1])}' must be a mapping in the config file")
+        model = annotation
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"ingest.shard_rows=512"`` -> ``("ingest.shard_rows", 512)`` (value parsed as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{text}' is not of the form key=value (e.g. train.epochs=3)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from None
+    return key.strip(), value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "config"
+    return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            shipped = sorted(p.name for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+            raise ConfigError(f"config file '{path}' does not exist (shipped configs: {shipped})")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(tree).__name__}")
+        _check_tree(tree, Config, "")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in err.errors())) from None
+
+
+def _check_tree(tree: dict[str, Any], model: type[StrictModel], prefix: str) -> None:
+    """Name unknown keys of a config file with the allowed ones (pydantic's message lacks them)."""
+    for key, value in tree.items():
+        if key not in model.model_fields:
+            where = prefix.rstrip(".") or "the top level"
+            raise ConfigError(f"unknown key '{prefix}{key}': not one of {_known_keys(model)} at {where}")
+        annotation = model.model_fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, StrictModel) and isinstance(value, dict):
+            _check_tree(value, annotation, f"{prefix}{key}.")
+
+
+def tracking_uri(config: Config) -> str:
+    """The MLflow tracking URI: config, then ``$MLFLOW_TRACKING_URI``, then a local SQLite file."""
+    if config.tracking.tracking_uri:
+        return config.tracking.tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML (what is logged as the run's ``config.yaml`` artifact)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,40 @@
+"""Atomic file writes: write to a temporary sibling, then rename over the target.
+
+A reader never sees a half-written file, and a crash leaves at most a
+``.tmp-*`` file that the next run ignores and overwrites.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; rename it to ``target`` on success.
+
+    The suffix of ``target`` is kept (``x.nii.gz`` -> ``.tmp-abc.nii.gz``) so
+    libraries that choose a format by extension write the right one.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{target.name.removesuffix(suffix)}-", suffix=suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(target: str | Path, text: str) -> Path:
+    """Write ``text`` to ``target`` atomically and return the path."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)

@@ -1,0 +1,65 @@
+"""Small numpy renderers for PNG figures: grey images, label contours, grids.
+
+Colours follow the paper's figures: VS red, cochlea sky-blue.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tanq_ray.io_utils import atomic_path
+
+CLASS_COLOURS: dict[int, tuple[int, int, int]] = {1: (230, 40, 40), 2: (80, 200, 255)}
+
+
+def to_rgb(image: np.ndarray, window: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """(H, W) float image -> (H, W, 3) uint8 grey, intensities clipped to ``window``."""
+    low, high = window
+    scaled = np.clip((np.asarray(image, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+    grey = (scaled * 255.0 + 0.5).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def label_boundary(mask: np.ndarray) -> np.ndarray:
+    """Pixels of a boolean (H, W) mask that touch a pixel outside it (4-neighbourhood)."""
+    padded = np.pad(mask, 1, mode="constant", constant_values=False)
+    interior = (
+        padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    )
+    return mask & ~interior
+
+
+def draw_contours(rgb: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Copy of (H, W, 3) ``rgb`` with the outline of each labelled class painted in its colour."""
+    out = rgb.copy()
+    for value, colour in CLASS_COLOURS.items():
+        out[label_boundary(np.asarray(label) == value)] = colour
+    return out
+
+
+def grid(tiles: Sequence[Sequence[np.ndarray]], pad: int = 2, background: int = 0) -> np.ndarray:
+    """Rows of equally sized (H, W, 3) uint8 tiles -> one (rows*H, cols*W, 3) image with padding."""
+    height, width = tiles[0][0].shape[:2]
+    n_rows, n_cols = len(tiles), max(len(row) for row in tiles)
+    canvas = np.full(
+        (n_rows * (height + pad) + pad, n_cols * (width + pad) + pad, 3), background, dtype=np.uint8
+    )
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            if tile.shape[:2] != (height, width):
+                raise ValueError(f"tile ({r}, {c}) is {tile.shape[:2]}, expected {(height, width)}")
+            top, left = pad + r * (height + pad), pad + c * (width + pad)
+            canvas[top : top + height, left : left + width] = tile
+    return canvas
+
+
+def save_png(rgb: np.ndarray, path: str | Path) -> Path:
+    """Write an (H, W, 3) uint8 image as PNG, atomically."""
+    from matplotlib.image import imsave  # lazy: matplotlib import costs ~0.3 s
+
+    with atomic_path(path) as tmp:
+        imsave(tmp, rgb, format="png")
+    return Path(path)
