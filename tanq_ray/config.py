@@ -9,7 +9,6 @@ allowed, before any work starts.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -57,7 +56,10 @@ class IngestConfig(StrictModel):
     )
     shard_rows: int = Field(256, ge=1, description="slices per Parquet shard")
     max_parallel: int | None = Field(
-        None, ge=1, description="cases processed at once (Ray tasks); unset = as many as the cluster's CPUs"
+        None, ge=1, description="volumes processed at once (Ray tasks); unset = as many as the cluster's CPUs"
+    )
+    on_bad_volume: Literal["skip", "stop"] = Field(
+        "skip", description="a corrupt or inconsistent volume is skipped with a warning, or stops the run"
     )
 
     @field_validator("spacing")
@@ -240,13 +242,6 @@ def _check_tree(tree: dict[str, Any], model: type[StrictModel], prefix: str) -> 
         annotation = model.model_fields[key].annotation
         if isinstance(annotation, type) and issubclass(annotation, StrictModel) and isinstance(value, dict):
             _check_tree(value, annotation, f"{prefix}{key}.")
-
-
-def tracking_uri(config: Config) -> str:
-    """The MLflow tracking URI: config, then ``$MLFLOW_TRACKING_URI``, then a local SQLite file."""
-    if config.tracking.tracking_uri:
-        return config.tracking.tracking_uri
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def dump_config(config: Config) -> str:

@@ -8,8 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from tanq_ray.io_utils import write_text_atomic
 
 
@@ -35,6 +33,8 @@ class Figure:
 def machine() -> dict[str, str | int]:
     """What the figures were measured on."""
     import os
+
+    import torch
 
     return {
         "python": platform.python_version(),

@@ -1,16 +1,22 @@
 """Plain-data configuration of the two translators (no Ray, no torch).
 
-Every row of the paper's ablation table (PAPER.md Table 2) is one
-:class:`TanqConfig`: CUT is ``patch_select=random, encoder_norm=in,
-decoder_norm=in, segdecoder=false``; QS-Attn switches ``patch_select`` to
-``qs_global``; TANQ is the default.
+Every translator row of the paper's ablation table (PAPER.md Table 2) is one
+config: CUT is a :class:`TanqConfig` with ``patch_select=random,
+encoder_norm=in, decoder_norm=in, segdecoder=false``; QS-Attn switches
+``patch_select`` to ``qs_global``; TANQ is the default; CycleGAN is a
+:class:`CycleGANConfig`. ``tanq_ray.models.ablations.ABLATION_ROWS`` lists them.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Layers of the generator's encoder in CUT's indexing (see tanq_ray.models.generator):
+# 0 reflection pad, 1-3 stem conv/norm/ReLU, 4-6 and 7-9 the two stride-2 downsamplings,
+# then one index per residual block.
+ENCODER_STEM_LAYERS = 10
 
 
 class StrictModel(BaseModel):
@@ -36,10 +42,26 @@ class TanqConfig(StrictModel):
     ndf: int = Field(64, ge=1, description="discriminator width")
     n_blocks: int = Field(9, ge=1, description="ResNet blocks in the generator")
     n_layers_d: int = Field(3, ge=1, description="PatchGAN strided layers (3 = 70x70 receptive field)")
-    encoder_norm: Literal["in", "rn"] = "rn"
-    decoder_norm: Literal["in", "rn", "rn_rain"] = "rn_rain"
-    segdecoder: bool = True
-    patch_select: Literal["random", "qs_global"] = "qs_global"
+    encoder_norm: Literal["in", "rn"] = Field(
+        "rn", description="in: instance norm; rn: region norm over {cochlea, others} (eq. 1-3)"
+    )
+    decoder_norm: Literal["in", "rn", "rn_rain"] = Field(
+        "rn_rain",
+        description="in: instance norm; rn: region IN over {vs, cochlea, others} (eq. 4-5); "
+        "rn_rain: rn then the VS takes the others' mean/std (eq. 6-7)",
+    )
+    segdecoder: bool = Field(True, description="segmentation head on the encoder output, cross-entropy (eq. 8)")
+    patch_select: Literal["random", "qs_global"] = Field(
+        "qs_global", description="random: CUT sampling; qs_global: lowest-entropy attention rows (eq. 9)"
+    )
+    nce_layers: tuple[int, ...] = Field(
+        (0, 4, 8, 12, 16),
+        description="encoder layers (CUT indexing: 0 padded input, 4/7 downsampling convs, 10+k residual block k) "
+        "whose features enter PatchNCE",
+    )
+    qs_layers: int = Field(
+        2, ge=0, description="with patch_select=qs_global: how many of the last nce_layers use QS selection"
+    )
     num_patches: int = Field(256, ge=1, description="patches per NCE layer")
     nce_temperature: float = Field(0.07, gt=0)
     projector_dim: int = Field(256, ge=1)
@@ -47,6 +69,23 @@ class TanqConfig(StrictModel):
     lambda_gan: float = Field(1.0, ge=0)
     lambda_nce: float = Field(1.0, ge=0)
     lambda_seg: float = Field(1.0, ge=0)
+    init_type: Literal["normal", "xavier"] = Field("xavier", description="weight init of G, D and F (CUT default)")
+    init_gain: float = Field(0.02, gt=0, description="std (normal) or gain (xavier) of the weight init")
+
+    @model_validator(mode="after")
+    def _nce_layers_inside_encoder(self) -> "TanqConfig":
+        layers = self.nce_layers
+        if not layers or list(layers) != sorted(set(layers)) or layers[0] < 0:
+            raise ValueError(f"nce_layers must be distinct non-negative layer indices in increasing order, got {list(layers)}")
+        last = ENCODER_STEM_LAYERS + self.n_blocks - 1
+        if layers[-1] > last:
+            raise ValueError(
+                f"nce_layers {list(layers)} reach past the encoder: with n_blocks={self.n_blocks} "
+                f"the last encoder layer is {last}"
+            )
+        if self.qs_layers > len(layers):
+            raise ValueError(f"qs_layers={self.qs_layers} exceeds the {len(layers)} nce_layers")
+        return self
 
 
 class CycleGANConfig(StrictModel):
@@ -61,6 +100,8 @@ class CycleGANConfig(StrictModel):
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_identity: float = Field(0.5, ge=0, description="relative to lambda_cycle, as in the public CycleGAN")
     pool_size: int = Field(50, ge=0, description="image pool for the discriminators; 0 disables it")
+    init_type: Literal["normal", "xavier"] = Field("normal", description="weight init of G and D (CycleGAN default)")
+    init_gain: float = Field(0.02, gt=0, description="std (normal) or gain (xavier) of the weight init")
 
 
 class ModelsConfig(StrictModel):

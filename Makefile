@@ -1,0 +1,37 @@
+# `make demo` and `make test` each create (or refresh, when pyproject.toml
+# changed) the virtual environment in .venv, install the package, and run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# Installed first and pinned so pip never swaps in a CUDA build (see README).
+TORCH := torch==2.13.0
+
+.PHONY: venv demo test test-slow bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]"
+	@if $(PY) -m pip list 2>/dev/null | grep -i '^nvidia-'; then \
+		echo "error: CUDA packages were pulled in; the CPU install must not need them" >&2; exit 1; fi
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(VENV)/bin/tanq ingest --config configs/tiny.yaml
+	$(VENV)/bin/tanq runs --config configs/tiny.yaml --limit 6
+
+test: venv
+	$(VENV)/bin/pytest -q
+
+test-slow: venv
+	$(VENV)/bin/pytest -q -m slow
+
+bench: venv
+	$(VENV)/bin/tanq bench data --json runs/bench/data.json
+	$(VENV)/bin/tanq bench step --json runs/bench/step.json
+
+clean:
+	rm -rf runs mlruns mlartifacts mlflow.db

@@ -1,0 +1,128 @@
+"""The ``tanq`` command: one subcommand per stage, plus ``bench`` and ``runs``.
+
+Every stage subcommand takes ``--config FILE`` (default: the built-in paper
+settings) followed by dotted ``key=value`` overrides, validated before any
+work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tanq_ray.config import Config, ConfigError, PhantomConfig, load_config
+
+log = logging.getLogger("tanq")
+
+# Input problems that deserve a one-line message rather than a traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from tanq_ray.data.ingest import IngestError
+    from tanq_ray.data.layout import LayoutError
+
+    return USER_ERRORS + (LayoutError, IngestError)
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: built-in paper settings)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. ingest.shard_rows=512")
+
+
+def _cmd_phantom(args: argparse.Namespace) -> None:
+    from tanq_ray.data.phantom import generate_cohort
+
+    cohort = generate_cohort(
+        args.out, cases=args.cases, eval_cases=args.eval_cases, size=args.size, seed=args.seed, progress=True
+    )
+    print(
+        f"phantom cohort in {args.out}: {len(cohort.labelled_cases)} labelled ceT1, "
+        f"{len(cohort.unlabelled_cases)} unlabelled hrT2 (train/), {len(cohort.eval_case_ids)} evaluation hrT2 "
+        f"(eval/, labels in eval_labels/)"
+    )
+
+
+def _cmd_ingest(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.stages import ingest_stage
+    from tanq_ray.tracking import Tracker
+
+    tracker = Tracker(config)
+    with tracker.invocation("ingest") as parent:
+        result = ingest_stage(config, tracker, parent)
+    counts = result.manifest.counts()
+    print(
+        f"ingest: {counts['volumes_ceT1']} ceT1 + {counts['volumes_hrT2']} hrT2 volumes, "
+        f"{counts['slices_ceT1'] + counts['slices_hrT2']} slices in {result.manifest.root} "
+        f"({result.processed} processed, {result.reused} reused, {counts['volumes_skipped']} skipped, {result.seconds:.1f} s)"
+    )
+    print(f"MLflow run {parent.run_id} in experiment '{config.tracking.experiment}': {tracker.ui_hint()}")
+
+
+def _cmd_runs(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.runs import format_runs
+    from tanq_ray.tracking import Tracker
+
+    print(format_runs(Tracker(config), limit=args.limit))
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from tanq_ray.bench import load
+    from tanq_ray.bench.report import publish
+
+    title, measure = load(args.what)
+    publish(title, measure(quick=args.quick), args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tanq", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    defaults = PhantomConfig()
+    phantom = sub.add_parser("phantom", help="write a synthetic CrossMoDA-layout cohort")
+    phantom.add_argument("--out", type=Path, required=True, help="folder for train/, eval/, eval_labels/")
+    phantom.add_argument("--cases", type=int, default=defaults.cases, help="labelled ceT1 subjects (and as many hrT2)")
+    phantom.add_argument("--eval-cases", type=int, default=defaults.eval_cases, help="evaluation hrT2 subjects")
+    phantom.add_argument("--size", type=int, default=defaults.size, help="in-plane matrix of the finest acquisition")
+    phantom.add_argument("--seed", type=int, default=defaults.seed)
+    phantom.set_defaults(handler=_cmd_phantom)
+
+    ingest = sub.add_parser("ingest", help="NIfTI folder -> Parquet slice shards (Ray tasks)")
+    _add_config_arguments(ingest)
+    ingest.set_defaults(handler=_cmd_ingest, needs_config=True)
+
+    runs = sub.add_parser("runs", help="list recent MLflow runs of the experiment")
+    _add_config_arguments(runs)
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(handler=_cmd_runs, needs_config=True)
+
+    from tanq_ray.bench import BENCHMARKS
+
+    bench = sub.add_parser("bench", help="measure and print a table of figures")
+    bench.add_argument("what", choices=sorted(BENCHMARKS))
+    bench.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    bench.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
+    bench.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    handler: Callable[..., None] = args.handler
+    try:
+        if getattr(args, "needs_config", False):
+            handler(args, load_config(args.config, args.overrides))
+        else:
+            handler(args)
+    except _user_errors() as err:
+        print(f"tanq {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: the phantom cohort, NIfTI IO and resampling, slicing, Parquet shards."""

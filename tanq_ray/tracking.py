@@ -1,0 +1,125 @@
+"""MLflow tracking: one parent run per invocation, one nested run per stage.
+
+Every run carries the tag ``stage`` (``invocation`` for the parent) and the
+flattened config as params, so the MLflow UI's compare view lines runs up by
+the same names. The parent also stores the resolved config as ``config.yaml``.
+A run whose body raises is marked FAILED (KILLED on Ctrl-C) and the error is
+re-raised.
+
+The tracking URI comes from ``tracking.tracking_uri``, else
+``$MLFLOW_TRACKING_URI``, else a SQLite file ``mlflow.db`` in the working
+directory, so nothing has to be started. All calls go through an explicit
+:class:`mlflow.MlflowClient` and run ids, never the process-global active
+run, so the same handle works in a Ray task or a Ray Train worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus
+
+from tanq_ray.config import Config, dump_config
+
+MAX_BATCH = 100  # MLflow's limit on params per log_batch call
+
+
+def tracking_uri(config: Config) -> str:
+    """The MLflow tracking URI: config, then ``$MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db`` in the cwd."""
+    if config.tracking.tracking_uri:
+        return config.tracking.tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class RunHandle:
+    """A live MLflow run that any process can log to."""
+
+    client: MlflowClient
+    run_id: str
+    experiment_id: str
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
+        for start in range(0, len(batch), MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=batch[start : start + MAX_BATCH])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        batch = [Param(key, _param_text(value)) for key, value in params.items()]
+        for start in range(0, len(batch), MAX_BATCH):
+            self.client.log_batch(self.run_id, params=batch[start : start + MAX_BATCH])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+
+def _param_text(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+class Tracker:
+    """Creates the experiment and the runs of one invocation."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.uri = tracking_uri(config)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        experiment = self.client.get_experiment_by_name(config.tracking.experiment)
+        self.experiment_id = (
+            experiment.experiment_id if experiment is not None else self.client.create_experiment(config.tracking.experiment)
+        )
+
+    @contextmanager
+    def invocation(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[RunHandle]:
+        """The parent run of one command (``tanq ingest``, ``tanq pipeline``, ...)."""
+        with self._run(name, {"stage": "invocation", "command": name, **(tags or {})}) as run:
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "config.yaml"
+                path.write_text(dump_config(self.config))
+                run.log_artifact(path)
+            yield run
+
+    @contextmanager
+    def stage(self, stage: str, parent: RunHandle, tags: Mapping[str, Any] | None = None, name: str | None = None) -> Iterator[RunHandle]:
+        """A run nested under ``parent`` with tag ``stage`` (and any extra tags)."""
+        with self._run(name or stage, {"stage": stage, "mlflow.parentRunId": parent.run_id, **(tags or {})}) as run:
+            yield run
+
+    @contextmanager
+    def _run(self, name: str, tags: Mapping[str, Any]) -> Iterator[RunHandle]:
+        created = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+        run = RunHandle(self.client, created.info.run_id, self.experiment_id)
+        run.log_params(self.config.flat())
+        try:
+            yield run
+        except KeyboardInterrupt:
+            self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.KILLED))
+            raise
+        except BaseException as err:
+            run.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
+            self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+            raise
+        self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def ui_hint(self) -> str:
+        """The command that opens this tracking store in the MLflow UI."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"open {self.uri}"
+        return f"mlflow ui --backend-store-uri {self.uri}"

@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from tanq_ray.cli import main
+from tanq_ray.config import CONFIG_DIR, ConfigError, load_config, parse_override
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "paper.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    config = load_config(CONFIG_DIR / name)
+    assert config.ingest.spacing == (0.41, 0.41, 1.5)
+
+
+def test_paper_config_holds_the_paper_settings() -> None:
+    config = load_config(CONFIG_DIR / "paper.yaml")
+    assert config.ingest.image_size == 256 and config.train.batch_size == 4
+    assert (config.models.tanq.epochs, config.models.cyclegan.epochs) == (400, 200)
+    assert config.segment.folds == 5 and config.segment.self_training_rounds == 4
+    assert config.segment.configurations == ["2d", "3d_fullres"]
+
+
+def test_overrides_are_typed_yaml_values() -> None:
+    config = load_config(None, ["ingest.shard_rows=512", "ingest.spacing=[0.5, 0.5, 2]", "train.use_gpu=true"])
+    assert config.ingest.shard_rows == 512
+    assert config.ingest.spacing == (0.5, 0.5, 2.0)
+    assert config.train.use_gpu is True
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("ingest.shard_rowz=3", ["ingest.shard_rowz", "shard_rows"]),
+        ("ingets.shard_rows=3", ["ingets", "ingest"]),
+        ("models.tanq.patch_select=attention", ["models.tanq.patch_select", "random", "qs_global"]),
+        ("train.batch_size=0", ["train.batch_size", "greater than or equal to 1"]),
+        ("ingest.percentiles=[99, 1]", ["ingest.percentiles", "low < high"]),
+        ("ingest.spacing=[0.4, 0, 1.5]", ["ingest.spacing", "> 0"]),
+        ("ingest=3", ["'ingest' is a section", "shard_rows"]),
+        ("output_dir.sub=3", ["'output_dir' is a value"]),
+        ("shard_rows", ["key=value"]),
+    ],
+)
+def test_bad_override_names_the_key_and_what_is_allowed(override: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    for fragment in expected:
+        assert fragment in str(err.value)
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("ingest:\n  image_sise: 128\n")
+    with pytest.raises(ConfigError, match=r"ingest\.image_sise.*image_size"):
+        load_config(path)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(scalar)
+
+
+def test_eval_labels_need_eval_dir() -> None:
+    with pytest.raises(ConfigError, match="eval_labels_dir"):
+        load_config(None, ["data.eval_labels_dir=/tmp/labels"])
+
+
+def test_parse_override_keeps_strings() -> None:
+    assert parse_override("tracking.experiment=my run") == ("tracking.experiment", "my run")
+    assert parse_override("data.train_dir=") == ("data.train_dir", None)
+
+
+def test_flat_params_use_dotted_names() -> None:
+    flat = load_config(None).flat()
+    assert flat["ingest.shard_rows"] == 256
+    assert flat["models.tanq.optim.lr"] == 2e-4
+
+
+def test_cli_rejects_bad_config_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = main(["ingest", f"output_dir={out}", "ingest.shard_rows=-1"])
+    assert code == 2
+    assert "ingest.shard_rows" in capsys.readouterr().err
+    assert not out.exists()

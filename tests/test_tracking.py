@@ -1,0 +1,66 @@
+"""MLflow runs: parent per invocation, nested stage runs, params, artifacts, FAILED status."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tanq_ray.config import Config
+from tanq_ray.stages import ingest_stage
+from tanq_ray.tracking import Tracker, tracking_uri
+
+
+def runs_by_stage(tracker: Tracker) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for run in tracker.client.search_runs([tracker.experiment_id]):
+        found.setdefault(run.data.tags["stage"], []).append(run)
+    return found
+
+
+def test_parent_and_stage_runs(tiny_config: Config, tmp_path: Path) -> None:
+    tracker = Tracker(tiny_config)
+    with tracker.invocation("ingest") as parent:
+        with tracker.stage("ingest", parent) as stage:
+            stage.log_metrics({"volumes": 3}, step=0)
+    runs = runs_by_stage(tracker)
+    parent_run, stage_run = runs["invocation"][0], runs["ingest"][0]
+    assert stage_run.data.tags["mlflow.parentRunId"] == parent_run.info.run_id
+    assert parent_run.info.status == stage_run.info.status == "FINISHED"
+    assert stage_run.data.params["ingest.image_size"] == "64"
+    assert stage_run.data.params.keys() == parent_run.data.params.keys()
+    local = tracker.client.download_artifacts(parent_run.info.run_id, "config.yaml", str(tmp_path))
+    assert yaml.safe_load(Path(local).read_text())["ingest"]["image_size"] == 64
+
+
+def test_failed_stage_marks_runs_failed(tiny_config: Config) -> None:
+    tracker = Tracker(tiny_config)
+    with pytest.raises(RuntimeError, match="boom"):
+        with tracker.invocation("ingest") as parent:
+            with tracker.stage("ingest", parent):
+                raise RuntimeError("boom")
+    runs = runs_by_stage(tracker)
+    assert runs["ingest"][0].info.status == "FAILED"
+    assert runs["ingest"][0].data.tags["error"] == "RuntimeError: boom"
+    assert runs["invocation"][0].info.status == "FAILED"
+
+
+def test_default_uri_is_sqlite_in_working_directory(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(Config()) == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(Config()) == "http://127.0.0.1:5000"
+
+
+def test_ingest_stage_logs_counts_timings_and_sample_grid(ray_local, make_cohort, tiny_config: Config) -> None:
+    config = tiny_config.model_copy(update={"data": tiny_config.data.model_copy(update={"train_dir": make_cohort(2, 1)})})
+    tracker = Tracker(config)
+    with tracker.invocation("ingest") as parent:
+        ingest_stage(config, tracker, parent)
+    stage = runs_by_stage(tracker)["ingest"][0]
+    metrics = stage.data.metrics
+    assert metrics["volumes_ceT1"] == 2 and metrics["volumes_hrT2"] == 1 and metrics["volumes_skipped"] == 0
+    assert metrics["slices_per_second"] > 0 and metrics["seconds"] > 0
+    artifacts = {a.path for a in MlflowClient(tracker.uri).list_artifacts(stage.info.run_id)}
+    assert {"sample_slices.png", "manifest.json"} <= artifacts
