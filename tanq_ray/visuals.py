@@ -40,6 +40,12 @@ def draw_contours(rgb: np.ndarray, label: np.ndarray) -> np.ndarray:
     return out
 
 
+def enlarge(rgb: np.ndarray, min_size: int) -> np.ndarray:
+    """Nearest-neighbour upscale of an (H, W, 3) image by the smallest integer factor reaching ``min_size``."""
+    factor = max(1, -(-min_size // min(rgb.shape[:2])))
+    return rgb.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else rgb
+
+
 def grid(tiles: Sequence[Sequence[np.ndarray]], pad: int = 2, background: int = 0) -> np.ndarray:
     """Rows of equally sized (H, W, 3) uint8 tiles -> one (rows*H, cols*W, 3) image with padding."""
     height, width = tiles[0][0].shape[:2]

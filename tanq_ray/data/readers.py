@@ -3,8 +3,10 @@
 ``read_domain(manifest, "ceT1")`` yields rows with ``image`` (float16,
 H x W) and ``label`` (uint8, H x W); ``read_domain(manifest, "hrT2")`` yields
 ``image`` only. ``iter_torch_batches`` turns a block of rows into
-``(B, H, W)`` tensors straight from the Arrow buffers (no per-row decoding);
-:func:`to_model_inputs` gives them the shapes and dtypes the translators take.
+``(B, H, W)`` tensors: each block's binary tensor columns are decoded with one
+vectorised copy inside the read task (:func:`~tanq_ray.data.shards.decode_tensors`),
+never row by row. :func:`to_model_inputs` gives them the shapes and dtypes the
+translators take.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
+import pyarrow as pa
 import torch
 
 from tanq_ray.data.layout import Domain
-from tanq_ray.data.shards import Manifest
+from tanq_ray.data.shards import TENSOR_DTYPES, Manifest, decode_tensors
 
 if TYPE_CHECKING:
     import ray.data
@@ -47,8 +51,20 @@ def read_domain(
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} {domain} shards listed in '{manifest.root}' are missing, e.g. '{missing[0]}'")
+    size = int(manifest.settings["image_size"])
     dataset = ray.data.read_parquet(paths, shuffle="files" if shuffle_files else None)
-    return dataset.select_columns(list(columns or DOMAIN_COLUMNS[domain]))  # pushed down into the Parquet read
+    dataset = dataset.select_columns(list(columns or DOMAIN_COLUMNS[domain]))  # pushed down into the Parquet read
+    return dataset.map_batches(
+        decode_batch, batch_format="pyarrow", batch_size=None, zero_copy_batch=True, fn_kwargs={"shape": (size, size)}
+    )
+
+
+def decode_batch(batch: pa.Table, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Arrow block -> numpy columns: tensor columns as ``(B, H, W)`` arrays, the others as 1-D arrays."""
+    return {
+        name: decode_tensors(batch.column(name), name, shape) if name in TENSOR_DTYPES else batch.column(name).to_numpy()
+        for name in batch.column_names
+    }
 
 
 def to_model_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
