@@ -92,3 +92,4 @@ def test_resample_keeps_extent_and_values() -> None:
 
 def test_affine_fixture_is_permuted() -> None:
     assert nib.aff2axcodes(PERMUTED_AFFINE) != ("R", "A", "S")
+
