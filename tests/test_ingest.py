@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from conftest import save_nifti
 from tanq_ray.config import IngestConfig
 from tanq_ray.data.ingest import IngestError, run_ingest
-from tanq_ray.data.readers import read_domain, to_model_inputs
+from tanq_ray.data.readers import SliceCollate, read_domain
 from tanq_ray.data.shards import Manifest
 
 SETTINGS = IngestConfig(image_size=64, shard_rows=8)
@@ -81,15 +82,18 @@ def test_all_volumes_of_a_domain_skipped_stops(ray_local, tmp_path: Path) -> Non
 def test_readers_feed_torch_without_row_decoding(ray_local, make_cohort, tmp_path: Path) -> None:
     folder = make_cohort(n_labelled=2, n_unlabelled=1)
     manifest = run_ingest(folder, tmp_path / "shards", SETTINGS, progress=False).manifest
+    collate = SliceCollate.for_manifest(manifest)
     source = read_domain(manifest, "ceT1")
-    assert source.count() == manifest.counts()["slices_ceT1"]
-    batch = next(iter(source.iter_torch_batches(batch_size=5)))
-    image, label = to_model_inputs(batch)
-    assert image.shape == (5, 1, 64, 64) and str(image.dtype) == "torch.float32"
-    assert label is not None and label.shape == (5, 64, 64) and int(label.max()) <= 2
-    target = next(iter(read_domain(tmp_path / "shards", "hrT2").iter_torch_batches(batch_size=4)))
-    assert set(target) == {"image"}
-    assert to_model_inputs(target)[1] is None
+    batches = list(source.iter_torch_batches(batch_size=5, collate_fn=collate))
+    assert sum(len(b["image"]) for b in batches) == manifest.counts()["slices_ceT1"]
+    image, label = batches[0]["image"], batches[0]["label"]
+    assert image.shape == (5, 1, 64, 64) and image.dtype == torch.float32
+    assert -1 <= float(image.min()) and float(image.max()) <= 1 and float(image.std()) > 0.1
+    assert label.shape == (5, 64, 64) and label.dtype == torch.int64
+    labels = torch.cat([b["label"] for b in batches])
+    assert set(labels.unique().tolist()) == {0, 1, 2}
+    target = next(iter(read_domain(tmp_path / "shards", "hrT2").iter_torch_batches(batch_size=4, collate_fn=collate)))
+    assert set(target) == {"image"} and target["image"].shape == (4, 1, 64, 64)
 
 
 def test_reader_errors_are_clear(ray_local, make_cohort, tmp_path: Path) -> None:

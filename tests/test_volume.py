@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import PERMUTED_AFFINE, save_nifti, synthetic_pair
-from tanq_ray.data.volume import BadVolumeError, check_pair, load_volume, resample_to_shape
+from tanq_ray.data.volume import BadVolumeError, check_pair, load_volume, sample_grid
 
 
 def test_load_reorients_to_ras(tmp_path: Path) -> None:
@@ -79,15 +79,19 @@ def test_label_grid_must_match_image(tmp_path: Path) -> None:
         check_pair(image, load_volume(other_affine, is_label=True), image_path, other_affine)
 
 
-def test_resample_keeps_extent_and_values() -> None:
+def test_sample_grid_upsamples_copies_and_fills() -> None:
     ramp = np.arange(10, dtype=np.float32)[:, None, None].repeat(4, 1).repeat(3, 2)
-    up = resample_to_shape(ramp, (40, 4, 3), order=1)
-    assert up.shape == (40, 4, 3)
+    # 4x finer grid over the same extent: cell centres aligned as in scipy's grid_mode
+    up = sample_grid(ramp, (40, 4, 3), (0.25, 1.0, 1.0), (-0.375, 0.0, 0.0), order=1)
     assert up.mean() == pytest.approx(ramp.mean(), abs=0.05)
-    back = resample_to_shape(up, (10, 4, 3), order=1)
-    np.testing.assert_allclose(back[2:-2], ramp[2:-2], atol=0.05)
+    np.testing.assert_array_equal(up[:, 1, 2], up[:, 0, 0])  # unit-scale axes are copies
+    np.testing.assert_allclose(up[4:36:4], (np.arange(1, 9) - 0.375)[:, None, None].repeat(4, 1).repeat(3, 2), atol=1e-5)
+    # a window reaching past the array: outside positions get the fill value
+    window = sample_grid(ramp, (14, 4, 3), (1.0, 1.0, 1.0), (-2.0, 0.0, 0.0), order=1, fill=-7.0)
+    assert (window[:2] == -7).all() and (window[12:] == -7).all()
+    np.testing.assert_array_equal(window[2:12], ramp)
     labels = (ramp > 4).astype(np.uint8)
-    assert set(np.unique(resample_to_shape(labels, (23, 4, 3), order=0))) == {0, 1}
+    assert set(np.unique(sample_grid(labels, (23, 4, 3), (10 / 23, 1.0, 1.0), (0.0, 0.0, 0.0), order=0))) == {0, 1}
 
 
 def test_affine_fixture_is_permuted() -> None:

@@ -18,10 +18,12 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -29,8 +31,8 @@ from tanq_ray.bench.report import Figure
 from tanq_ray.config import IngestConfig
 from tanq_ray.data.ingest import run_ingest
 from tanq_ray.data.phantom import generate_cohort
-from tanq_ray.data.readers import read_domain
-from tanq_ray.data.shards import Manifest
+from tanq_ray.data.readers import SliceCollate, read_domain
+from tanq_ray.data.shards import Manifest, tensor_column
 
 BATCH_SIZE = 32
 EPOCH_SLICES = 5000
@@ -61,12 +63,30 @@ def _write_pngs(manifest: Manifest, folder: Path) -> list[Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for batch in read_domain(manifest, "ceT1", columns=["image"]).iter_batches(batch_size=256, batch_format="numpy"):
-        for image in batch["image"]:
+    for shard in manifest.shard_paths("ceT1"):
+        for image in tensor_column(pq.read_table(shard, columns=["image"]), "image"):
             path = folder / f"{len(paths):06d}.png"
             Image.fromarray(((image.astype(np.float32) + 1.0) * 127.5).clip(0, 255).astype(np.uint8)).save(path)
             paths.append(path)
     return paths
+
+
+def _repeated(manifest: Manifest, repeat: int) -> Manifest:
+    """The manifest's volumes ``repeat`` times, as hard links under distinct names.
+
+    (Ray Data reads a path listed twice only once, so copies need their own names.)
+    """
+    volumes = []
+    for copy in range(repeat):
+        for record in manifest.volumes:
+            shards = []
+            for shard in record.shards:
+                linked = f"epoch/{copy}/{shard}"
+                (manifest.root / linked).parent.mkdir(parents=True, exist_ok=True)
+                os.link(manifest.root / shard, manifest.root / linked)
+                shards.append(linked)
+            volumes.append(replace(record, key=f"{record.key}-{copy}", shards=tuple(shards)))
+    return Manifest(manifest.root, manifest.settings, volumes=volumes)
 
 
 def _timed_pass(one_pass: Callable[[], int]) -> tuple[float, int]:
@@ -79,8 +99,9 @@ def _timed_pass(one_pass: Callable[[], int]) -> tuple[float, int]:
 
 def _ray_pass(manifest: Manifest) -> int:
     slices = 0
-    for batch in read_domain(manifest, "ceT1").iter_torch_batches(batch_size=BATCH_SIZE):
-        slices += batch["image"].to(torch.float32).shape[0]
+    collate = SliceCollate.for_manifest(manifest)
+    for batch in read_domain(manifest, "ceT1").iter_torch_batches(batch_size=BATCH_SIZE, collate_fn=collate):
+        slices += batch["image"].shape[0]
     return slices
 
 
@@ -126,7 +147,7 @@ def measure(quick: bool = False) -> list[Figure]:
         figures, manifest = _ingest_figures(cohort.train_dir, work)
 
         repeat = -(-epoch // manifest.counts()["slices_ceT1"])
-        epoch_manifest = Manifest(manifest.root, manifest.settings, volumes=manifest.volumes * repeat)
+        epoch_manifest = _repeated(manifest, repeat)
         ray_seconds, ray_slices = _timed_pass(lambda: _ray_pass(epoch_manifest))
         pngs = _write_pngs(manifest, work / "png") * repeat
         loader = DataLoader(PngSlices(pngs), batch_size=BATCH_SIZE, num_workers=2)

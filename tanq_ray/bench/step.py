@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 from typing import Callable
 
 import torch
 
 from tanq_ray.bench.report import Figure
-from tanq_ray.models.base import TranslatorModel
 from tanq_ray.models.config import CycleGANConfig, TanqConfig
 from tanq_ray.models.registry import build_model
 from tanq_ray.models.synthetic import synthetic_batch
@@ -41,27 +41,22 @@ _CONFIGS: dict[str, tuple[str, TanqConfig | CycleGANConfig]] = {
 }
 
 
-def median_seconds(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    """Median wall time of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def interleaved_medians(calls: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, float]:
+    """Median wall time per call after ``warmup`` untimed calls each.
+
+    Rounds interleave the calls (a, b, c, a, b, c, ...), so a change of
+    background load on a shared machine affects every call alike.
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {label: [] for label in calls}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _step_seconds(model: TranslatorModel, warmup: int, repeats: int) -> float:
-    batch = synthetic_batch(1, TRAIN_SIZE, seed=0)
-    return median_seconds(lambda: model.step(batch), warmup, repeats)
-
-
-def _inference_seconds(model: TranslatorModel, warmup: int, repeats: int) -> float:
-    batch = synthetic_batch(1, INFER_SIZE, seed=1)
-    masks = batch["source_label"] if model.name == "tanq" else None
-    return median_seconds(lambda: model.translate(batch["source"], masks), warmup, repeats)
+        for label, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def measure(quick: bool = False) -> list[Figure]:
@@ -72,17 +67,30 @@ def measure(quick: bool = False) -> list[Figure]:
     try:
         torch.manual_seed(0)
         models = {label: build_model(name, config) for label, (name, config) in _CONFIGS.items()}
-        step = {label: _step_seconds(model, warmup, repeats) for label, model in models.items()}
-        infer = {label: _inference_seconds(models[label], warmup, 3 * repeats) for label in ("TANQ", "CycleGAN")}
+        train_batch = synthetic_batch(1, TRAIN_SIZE, seed=0)
+        step = interleaved_medians(
+            {label: partial(model.step, train_batch) for label, model in models.items()}, warmup, repeats
+        )
+        infer_batch = synthetic_batch(1, INFER_SIZE, seed=1)
+        infer = interleaved_medians(
+            {
+                "TANQ": partial(models["TANQ"].translate, infer_batch["source"], infer_batch["source_label"]),
+                "CycleGAN": partial(models["CycleGAN"].translate, infer_batch["source"]),
+            },
+            warmup,
+            3 * repeats,
+        )
     finally:
         torch.set_num_threads(threads)
 
     how = f"median of {repeats} after {warmup} warm-up, {THREADS} threads"
-    train = f"{TRAIN_SIZE}x{TRAIN_SIZE}, batch 1, ResNet-9, ngf 64; {how}"
+    train_note = f"{TRAIN_SIZE}x{TRAIN_SIZE}, batch 1, ResNet-9, ngf 64; {how}"
     same_code = "TANQ code, IN norms, no SegDecoder"
     overhead = 100.0 * (step["TANQ"] / step["TANQ with IN norms"] - 1.0)
     return [
-        Figure("TANQ train step", step["TANQ"], "s/it", "public QS-Attn (quoted)", QUOTED_S_PER_IT["QS-Attn"], train),
+        Figure(
+            "TANQ train step", step["TANQ"], "s/it", "public QS-Attn (quoted)", QUOTED_S_PER_IT["QS-Attn"], train_note
+        ),
         Figure(
             "QS-Attn-equivalent train step", step["QS-Attn-equivalent"], "s/it",
             "public QS-Attn (quoted)", QUOTED_S_PER_IT["QS-Attn"], same_code,
@@ -91,14 +99,17 @@ def measure(quick: bool = False) -> list[Figure]:
             "CUT-equivalent train step", step["CUT-equivalent"], "s/it",
             "public CUT (quoted)", QUOTED_S_PER_IT["CUT"], f"{same_code}, random patches",
         ),
-        Figure("CycleGAN train step", step["CycleGAN"], "s/it", "public CycleGAN (quoted)", QUOTED_S_PER_IT["CycleGAN"], train),
+        Figure(
+            "CycleGAN train step", step["CycleGAN"], "s/it", "public CycleGAN (quoted)", QUOTED_S_PER_IT["CycleGAN"],
+            train_note,
+        ),
         Figure(
             "target-aware norm overhead", overhead, "%", "goal", NORM_OVERHEAD_GOAL_PCT,
             f"TANQ step vs the same model with IN norms ({step['TANQ with IN norms']:.3g} s/it)",
         ),
         Figure(
             "TANQ inference", infer["TANQ"], "s/slice", "paper, RTX 3090", PAPER_GPU_S_PER_SLICE["TANQ"],
-            f"{INFER_SIZE}x{INFER_SIZE}, with masks, CPU; {how}",
+            f"{INFER_SIZE}x{INFER_SIZE}, with masks, CPU; median of {3 * repeats} after {warmup} warm-up",
         ),
         Figure(
             "CycleGAN inference", infer["CycleGAN"], "s/slice", "paper, RTX 3090", PAPER_GPU_S_PER_SLICE["CycleGAN"],

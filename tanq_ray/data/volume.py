@@ -102,18 +102,30 @@ def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: 
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
 
 
-def resample_to_shape(array: np.ndarray, shape: tuple[int, ...], *, order: int) -> np.ndarray:
-    """Resample ``array`` onto a grid of ``shape`` covering the same physical extent.
+def sample_grid(
+    array: np.ndarray,
+    output_shape: tuple[int, ...],
+    scale: tuple[float, ...],
+    offset: tuple[float, ...],
+    *,
+    order: int,
+    fill: float = 0.0,
+) -> np.ndarray:
+    """``out[j] = array[scale * j + offset]`` per axis, interpolated (``order`` 0 nearest, 1 linear).
 
-    Voxel centres are aligned as cell centres (scipy's ``grid_mode``), so
-    resampling there and back keeps the geometry. ``order=0`` (nearest) for
-    labels, ``order=1`` (linear) for images. Axes whose size is unchanged are
-    copied, not interpolated.
+    Positions more than half a voxel outside ``array`` get ``fill``; inside,
+    edges are extended (no dark rim). Axes with scale 1 and integer offset are
+    exact copies.
     """
-    if tuple(array.shape) == tuple(shape):
-        return array.copy()
-    factors = [out / inp for out, inp in zip(shape, array.shape)]
-    out = ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=True, prefilter=False)
-    if tuple(out.shape) != tuple(shape):  # zoom rounds; guard against an off-by-one
-        raise AssertionError(f"resampling produced {out.shape}, expected {shape}")
+    out = ndimage.affine_transform(
+        array, np.asarray(scale, float), offset=np.asarray(offset, float), output_shape=tuple(output_shape),
+        order=order, mode="nearest", prefilter=False,
+    )  # fmt: skip
+    for axis, size in enumerate(output_shape):
+        position = scale[axis] * np.arange(size) + offset[axis]
+        outside = (position < -0.5) | (position > array.shape[axis] - 0.5)
+        if outside.any():
+            index: list[slice | np.ndarray] = [slice(None)] * array.ndim
+            index[axis] = outside
+            out[tuple(index)] = fill
     return out
