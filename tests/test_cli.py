@@ -49,5 +49,5 @@ def test_layout_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_bench_data_quick_prints_its_table(ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "data", "--quick", "--json", str(tmp_path / "data.json")]) == 0
     names = [f["name"] for f in json.loads((tmp_path / "data.json").read_text())["figures"]]
-    assert "Ray Data shards -> torch batches" in names and "PNG folder + DataLoader (2 workers)" in names
+    assert "Ray Data shards -> torch batches, image" in names and "PNG folder + DataLoader (2 workers)" in names
     assert "| figure | value |" in capsys.readouterr().out

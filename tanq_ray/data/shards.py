@@ -91,6 +91,13 @@ class Manifest:
         """Absolute paths of every shard of one domain, in case order."""
         return [str(self.root / shard) for v in self.volumes if v.domain == domain for shard in v.shards]
 
+    def shard_rows(self, domain: str) -> list[int]:
+        """Rows of each shard in :meth:`shard_paths` order (every shard but a volume's last is full)."""
+        per_shard = int(self.settings["shard_rows"])
+        return [
+            min(per_shard, v.n_slices - k * per_shard) for v in self.volumes if v.domain == domain for k in range(len(v.shards))
+        ]
+
     def counts(self) -> dict[str, int]:
         return {
             "volumes_ceT1": sum(v.domain == "ceT1" for v in self.volumes),

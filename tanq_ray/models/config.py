@@ -56,8 +56,8 @@ class TanqConfig(StrictModel):
     )
     nce_layers: tuple[int, ...] = Field(
         (0, 4, 8, 12, 16),
-        description="encoder layers (CUT indexing: 0 padded input, 4/7 downsampling convs, 10+k residual block k) "
-        "whose features enter PatchNCE",
+        description="encoder layers whose features enter PatchNCE, in CUT's indexing: 0 padded input, "
+        "4 and 7 the stride-2 convs, 8 the norm after the second, 10 + k residual block k (from 0)",
     )
     qs_layers: int = Field(
         2, ge=0, description="with patch_select=qs_global: how many of the last nce_layers use QS selection"
@@ -76,7 +76,9 @@ class TanqConfig(StrictModel):
     def _nce_layers_inside_encoder(self) -> "TanqConfig":
         layers = self.nce_layers
         if not layers or list(layers) != sorted(set(layers)) or layers[0] < 0:
-            raise ValueError(f"nce_layers must be distinct non-negative layer indices in increasing order, got {list(layers)}")
+            raise ValueError(
+                f"nce_layers must be distinct non-negative layer indices in increasing order, got {list(layers)}"
+            )
         last = ENCODER_STEM_LAYERS + self.n_blocks - 1
         if layers[-1] > last:
             raise ValueError(

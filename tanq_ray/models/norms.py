@@ -1,0 +1,154 @@
+"""Target-aware normalisation of TANQ (PAPER.md §1; paper eq. 1-7).
+
+A label map ``(B, H, W)`` with values ``0`` background, ``1`` VS, ``2`` cochlea
+is turned, per feature-map size, into a *partition*: a float ``(B, 3, h, w)``
+one-hot whose channels are the regions ``[others, vs, cochlea]`` (channel index
+= label value) and sum to 1 at every pixel.
+
+Resizing keeps tiny targets alive. Each target's one-hot is reduced with an
+adaptive *max*-pool, so a low-resolution pixel belongs to a target as soon as
+any input pixel it covers does: a 1-2 pixel cochlea still owns one pixel at
+1/4 resolution. Where the pooled VS and cochlea meet in one pixel the cochlea
+(the smaller structure) keeps it; "others" is what remains.
+
+Statistics are per sample and channel, over the pixels of a region, biased
+variance and ``eps`` as in :class:`torch.nn.InstanceNorm2d`. Pixel counts are
+clamped to at least 1, so empty and single-pixel regions give finite values and
+gradients (an empty region has no pixels to write to; a single pixel
+normalises to 0). Without masks every layer is exactly ``F.instance_norm``
+without affine parameters, as in the public CUT/QS-Attn generator.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+OTHERS, VS, COCHLEA = 0, 1, 2
+NUM_CLASSES = 3
+
+NormKind = Literal["in", "rn", "rn_rain"]
+Position = Literal["encoder", "decoder"]
+
+
+def region_partition(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(B, H, W)`` int labels -> ``(B, 3, h, w)`` float partition ``[others, vs, cochlea]`` at ``size``.
+
+    Targets are resized by adaptive max-pooling of their one-hot (any overlap
+    keeps the pixel); the cochlea wins over the VS on a shared pixel.
+    """
+    targets = torch.stack([labels == VS, labels == COCHLEA], dim=1).to(torch.float32)
+    if tuple(targets.shape[-2:]) != tuple(size):
+        targets = F.adaptive_max_pool2d(targets, size)
+    cochlea = targets[:, 1]
+    vs = targets[:, 0] * (1.0 - cochlea)
+    return torch.stack([1.0 - vs - cochlea, vs, cochlea], dim=1)
+
+
+class RegionMasks:
+    """A label map resized on demand to each feature-map size, once per size.
+
+    One instance lives for one generator pass; ``labels=None`` (no mask, e.g.
+    real hrT2) makes every target-aware norm an instance norm.
+    """
+
+    def __init__(self, labels: Tensor | None) -> None:
+        self.labels = labels
+        self._cache: dict[tuple[int, int], Tensor] = {}
+
+    def at(self, size: tuple[int, int]) -> Tensor | None:
+        """The ``(B, 3, h, w)`` partition at ``size = (h, w)``, or None without labels."""
+        if self.labels is None:
+            return None
+        size = (int(size[0]), int(size[1]))
+        if size not in self._cache:
+            self._cache[size] = region_partition(self.labels, size)
+        return self._cache[size]
+
+
+def region_moments(x: Tensor, partition: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-region mean and inverse std of ``x`` (eq. 2 / eq. 5), and ``x`` minus its region's mean.
+
+    Args:
+        x: ``(B, C, h, w)`` features.
+        partition: ``(B, R, h, w)`` region one-hot summing to 1 per pixel.
+    Returns:
+        ``mean``, ``rstd = 1 / sqrt(var + eps)``: ``(B, C, R)``; ``centred``: ``(B, C, h * w)``.
+    Region sums are batched matrix products with the flattened partition
+    (two passes: mean, then variance of the centred values).
+    """
+    m = partition.to(x.dtype).flatten(2)  # (B, R, hw)
+    count = m.sum(dim=2).clamp_min(1.0).unsqueeze(1)  # (B, 1, R); >= 1 keeps empty regions finite
+    mean = torch.bmm(x.flatten(2), m.transpose(1, 2)) / count
+    centred = x.flatten(2) - torch.bmm(mean, m)
+    var = torch.bmm(centred.square(), m.transpose(1, 2)) / count
+    return mean, torch.rsqrt(var + eps), centred
+
+
+def region_normalize(x: Tensor, partition: Tensor, eps: float = 1e-5) -> Tensor:
+    """Region normalisation: each region normalised by its own statistics and merged (eq. 1-3 / 4-5).
+
+    ``x``: ``(B, C, h, w)``; ``partition``: ``(B, R, h, w)``. Returns ``(B, C, h, w)``.
+    """
+    _, rstd, centred = region_moments(x, partition, eps)
+    return (centred * torch.bmm(rstd, partition.to(x.dtype).flatten(2))).view_as(x)
+
+
+def region_normalize_rain(
+    x: Tensor, partition: Tensor, vs: int = VS, others: int = OTHERS, eps: float = 1e-5
+) -> Tensor:
+    """Region IN (eq. 4-5), then RAIN for the VS (eq. 6), merged (eq. 7).
+
+    The normalised VS features take the std (gamma) and mean (beta) of the
+    *un-normalised* "others" features: ``X̄_vs = X̃_vs · σ_others + μ_others``.
+    ``x``: ``(B, C, h, w)``; ``partition``: ``(B, R, h, w)`` with region ``vs`` and
+    ``others`` channels. Returns ``(B, C, h, w)``.
+    """
+    mean, rstd, centred = region_moments(x, partition, eps)
+    is_vs = torch.arange(partition.shape[1], device=x.device) == vs
+    # eq. (6): X̃_vs · γ_others + β_others with γ = σ_others, β = μ_others; other regions keep eq. (5)
+    scale = torch.where(is_vs, rstd / rstd[..., others : others + 1], rstd)
+    shift = torch.where(is_vs, mean[..., others : others + 1], torch.zeros_like(mean))
+    scale_map, shift_map = torch.bmm(torch.cat([scale, shift], 1), partition.to(x.dtype).flatten(2)).chunk(2, dim=1)
+    return torch.addcmul(shift_map, centred, scale_map).view_as(x)
+
+
+class MaskAware(nn.Module):
+    """Marker base class: ``forward(x, masks: RegionMasks | None)``."""
+
+
+class TargetAwareNorm(MaskAware):
+    """The generator's normalisation layer, chosen per position by config.
+
+    ``kind="in"``: instance norm. ``kind="rn"`` in the encoder: region norm over
+    r = {cochlea, others} with the VS counted as "others" (eq. 1-3); in the
+    decoder: region IN over s = {vs, cochlea, others} (eq. 4-5).
+    ``kind="rn_rain"`` (decoder only): as ``rn`` then RAIN for the VS (eq. 6-7).
+    Without masks (``masks=None`` or ``RegionMasks(None)``) every kind is
+    ``F.instance_norm`` - identical to ``nn.InstanceNorm2d(affine=False)``.
+    No learnable parameters (as the public CUT/QS-Attn InstanceNorm2d).
+    """
+
+    def __init__(self, num_features: int, kind: NormKind = "in", position: Position = "encoder", eps: float = 1e-5):
+        super().__init__()
+        if kind == "rn_rain" and position != "decoder":
+            raise ValueError("rn_rain needs the VS region, which only decoder norms separate; use 'rn' or 'in'")
+        self.num_features, self.kind, self.position, self.eps = num_features, kind, position, eps
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, kind={self.kind}, position={self.position}"
+
+    def forward(self, x: Tensor, masks: RegionMasks | None = None) -> Tensor:
+        """``x``: ``(B, C, h, w)`` -> ``(B, C, h, w)``; ``masks`` resized to ``(h, w)`` here."""
+        partition = None if self.kind == "in" or masks is None else masks.at(x.shape[-2:])
+        if partition is None:
+            return F.instance_norm(x, eps=self.eps)
+        if self.position == "encoder":  # eq. (1): r = {cochlea, others}; the VS joins "others"
+            partition = torch.cat([partition[:, :COCHLEA].sum(1, keepdim=True), partition[:, COCHLEA:]], dim=1)
+            return region_normalize(x, partition, self.eps)
+        if self.kind == "rn_rain":
+            return region_normalize_rain(x, partition, eps=self.eps)
+        return region_normalize(x, partition, self.eps)
