@@ -31,13 +31,12 @@ class DataFolders:
     eval_labels_dir: Path | None
 
 
-def phantom_stage(config: Config, tracker: Tracker, parent: RunHandle, out_dir: Path | None = None) -> Cohort:
-    """Generate the phantom cohort (``phantom.*`` settings) under ``out_dir`` (default ``<output_dir>/phantom``)."""
-    target = out_dir or config.stage_dir("phantom")
+def phantom_stage(config: Config, tracker: Tracker, parent: RunHandle) -> Cohort:
+    """Generate the phantom cohort (``phantom.*`` settings) under ``<output_dir>/phantom``."""
     settings = config.phantom
     with tracker.stage("phantom", parent) as run:
         cohort = generate_cohort(
-            target, cases=settings.cases, eval_cases=settings.eval_cases, size=settings.size, seed=settings.seed, progress=True
+            config.stage_dir("phantom"), cases=settings.cases, eval_cases=settings.eval_cases, size=settings.size, seed=settings.seed, progress=True
         )
         run.log_metrics(
             {
