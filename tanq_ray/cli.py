@@ -24,8 +24,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
 def _user_errors() -> tuple[type[BaseException], ...]:
     from tanq_ray.data.ingest import IngestError
     from tanq_ray.data.layout import LayoutError
+    from tanq_ray.train.launcher import TrainingSetupError
 
-    return USER_ERRORS + (LayoutError, IngestError)
+    return USER_ERRORS + (LayoutError, IngestError, TrainingSetupError)
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +63,18 @@ def _cmd_ingest(args: argparse.Namespace, config: Config) -> None:
     print(f"MLflow run {parent.run_id} in experiment '{config.tracking.experiment}': {tracker.ui_hint()}")
 
 
+def _cmd_train(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.stages import train_stage
+    from tanq_ray.tracking import Tracker
+
+    tracker = Tracker(config)
+    with tracker.invocation("train", tags={"model": config.train.model}) as parent:
+        result = train_stage(config, tracker, parent)
+    losses = ", ".join(f"{k[5:]}={v:.3f}" for k, v in result.metrics.items() if k.startswith("loss_"))
+    print(f"train {config.train.model}: generator at {result.generator}; last epoch {losses}")
+    print(f"MLflow run {parent.run_id} in experiment '{config.tracking.experiment}': {tracker.ui_hint()}")
+
+
 def _cmd_runs(args: argparse.Namespace, config: Config) -> None:
     from tanq_ray.runs import format_runs
     from tanq_ray.tracking import Tracker
@@ -94,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(ingest)
     ingest.set_defaults(handler=_cmd_ingest, needs_config=True)
 
+    train = sub.add_parser("train", help="train a translator with Ray Train (model=tanq|cyclegan)")
+    _add_config_arguments(train)
+    train.set_defaults(handler=_cmd_train, needs_config=True)
+
     runs = sub.add_parser("runs", help="list recent MLflow runs of the experiment")
     _add_config_arguments(runs)
     runs.add_argument("--limit", type=int, default=20)
@@ -109,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _alias(override: str) -> str:
+    """``model=tanq`` is short for ``train.model=tanq``."""
+    return "train." + override if override.startswith("model=") else override
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("numexpr").setLevel(logging.WARNING)
@@ -116,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[..., None] = args.handler
     try:
         if getattr(args, "needs_config", False):
-            handler(args, load_config(args.config, args.overrides))
+            handler(args, load_config(args.config, [_alias(text) for text in args.overrides]))
         else:
             handler(args)
     except _user_errors() as err:

@@ -88,6 +88,8 @@ class TrainConfig(StrictModel):
     use_gpu: bool = False
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     max_failures: int = Field(2, ge=0, description="worker crashes survived by resuming from a checkpoint")
+    visual_every: int = Field(5, ge=1, description="epochs between sample grids logged to MLflow")
+    shuffle_buffer: int = Field(256, ge=0, description="slices in each worker's local shuffle buffer; 0 = no shuffle")
     seed: int = 0
 
 

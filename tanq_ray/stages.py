@@ -17,6 +17,7 @@ from tanq_ray.data.ingest import IngestResult, run_ingest
 from tanq_ray.data.phantom import Cohort, generate_cohort
 from tanq_ray.data.preview import sample_grid
 from tanq_ray.tracking import RunHandle, Tracker
+from tanq_ray.train.launcher import TrainResult, launch_training, model_tags
 from tanq_ray.visuals import save_png
 
 log = logging.getLogger(__name__)
@@ -81,4 +82,14 @@ def ingest_stage(config: Config, tracker: Tracker, parent: RunHandle) -> IngestR
         run.log_artifact(out_dir / "manifest.json")
         for skipped in result.manifest.skipped:
             log.warning("skipped %s: %s", skipped.file, skipped.reason)
+    return result
+
+
+def train_stage(config: Config, tracker: Tracker, parent: RunHandle) -> TrainResult:
+    """Train ``train.model`` on the ingest shards with Ray Train; its MLflow run gets per-epoch metrics."""
+    name = config.train.model
+    with tracker.stage("train", parent, tags=model_tags(config), name=f"train-{name}") as run:
+        ensure_ray(config)
+        result = launch_training(config, run.run_id, tracker.uri)
+        run.log_artifact(result.generator, "model")
     return result

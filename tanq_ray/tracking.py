@@ -43,7 +43,7 @@ class RunHandle:
 
     client: MlflowClient
     run_id: str
-    experiment_id: str
+    experiment_id: str = ""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import time

@@ -35,12 +35,14 @@ def discriminator_loss(discriminator: nn.Module, real: Tensor, fake: Tensor) -> 
     return 0.5 * (lsgan_loss(discriminator(real), True) + lsgan_loss(discriminator(fake.detach()), False))
 
 
-def update_discriminators(
+def discriminator_backward(
     optimizer: Optimizer, matches: Sequence[tuple[nn.Module, Tensor, Tensor]]
 ) -> list[float]:
-    """One optimiser step on the summed losses of ``(discriminator, real, fake)`` triples; returns each loss."""
+    """Gradients of the summed losses of ``(discriminator, real, fake)`` triples; returns each loss.
+
+    Zeroes ``optimizer``'s gradients first; the caller takes the step.
+    """
     optimizer.zero_grad(set_to_none=True)
     losses = [discriminator_loss(d, real, fake) for d, real, fake in matches]
     sum(losses).backward()
-    optimizer.step()
     return [loss.item() for loss in losses]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from typing import Any, ClassVar, Iterator, TypedDict
+from typing import Any, Callable, ClassVar, Iterator, Sequence, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +74,10 @@ def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
 
+GradientHook = Callable[[Sequence[Optimizer]], None]
+"""Called with the optimisers about to step, after backward: e.g. an all-reduce across data-parallel workers."""
+
+
 class TranslatorModel(ABC):
     """Networks, losses and optimisers of one translator behind ``step`` / ``translate`` / state dicts.
 
@@ -90,11 +94,19 @@ class TranslatorModel(ABC):
         self.steps = 0
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, Optimizer] = {}
+        self.gradient_hook: GradientHook | None = None
 
     # -- training ---------------------------------------------------------------------------
     @abstractmethod
     def step(self, batch: Batch) -> dict[str, float]:
         """One discriminator and one generator update on ``batch``; returns the losses by name."""
+
+    def _apply_gradients(self, *optimizers: Optimizer) -> None:
+        """Step ``optimizers``, after :attr:`gradient_hook` (if set) has seen their gradients."""
+        if self.gradient_hook is not None:
+            self.gradient_hook(optimizers)
+        for optimizer in optimizers:
+            optimizer.step()
 
     def set_learning_rate(self, lr: float) -> None:
         """Set the learning rate of every optimiser."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tanq_ray.models.adversarial import generator_adversarial_loss, update_discriminators
+from tanq_ray.models.adversarial import generator_adversarial_loss, discriminator_backward
 from tanq_ray.models.base import Batch, TranslatorModel, adam, unpack_batch
 from tanq_ray.models.config import CycleGANConfig
 from tanq_ray.models.discriminator import PatchDiscriminator
@@ -80,12 +80,13 @@ class CycleGANModel(TranslatorModel):
         loss_g = sum(losses.values())  # eq. (12) plus the identity terms
         self.optimizers["G"].zero_grad(set_to_none=True)
         loss_g.backward()
-        self.optimizers["G"].step()
+        self._apply_gradients(self.optimizers["G"])
 
-        loss_d_a, loss_d_b = update_discriminators(
+        loss_d_a, loss_d_b = discriminator_backward(
             self.optimizers["D"],
             [(self.D_A, real_b, self.pool_B.query(fake_b)), (self.D_B, real_a, self.pool_A.query(fake_a))],
         )
+        self._apply_gradients(self.optimizers["D"])
         self.steps += 1
         return {name: loss.item() for name, loss in losses.items()} | {
             "G": loss_g.item(),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tanq_ray.models.adversarial import generator_adversarial_loss, update_discriminators
+from tanq_ray.models.adversarial import generator_adversarial_loss, discriminator_backward
 from tanq_ray.models.base import Batch, TranslatorModel, adam, evaluating, unpack_batch
 from tanq_ray.models.config import TanqConfig
 from tanq_ray.models.discriminator import PatchDiscriminator
@@ -67,7 +67,8 @@ class TanqModel(TranslatorModel):
         out = self.G.forward_features(images, labels, c.nce_layers)
         fake = out.image[:b]
 
-        (loss_d,) = update_discriminators(self.optimizers["D"], [(self.D, target, fake)])
+        (loss_d,) = discriminator_backward(self.optimizers["D"], [(self.D, target, fake)])
+        self._apply_gradients(self.optimizers["D"])
 
         loss_adv = generator_adversarial_loss(self.D, fake)
         nce = self._patch_nce(out.features, self.G.encode_features(out.image, labels, c.nce_layers))
@@ -83,8 +84,7 @@ class TanqModel(TranslatorModel):
         self.optimizers["G"].zero_grad(set_to_none=True)
         self.optimizers["F"].zero_grad(set_to_none=True)
         loss_g.backward()
-        self.optimizers["G"].step()
-        self.optimizers["F"].step()
+        self._apply_gradients(self.optimizers["G"], self.optimizers["F"])
 
         self.steps += 1
         return {

@@ -1,0 +1,1 @@
+"""Ray Train for the translators: the per-worker loop and the launcher that drives it."""

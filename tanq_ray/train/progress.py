@@ -1,0 +1,56 @@
+"""What rank 0 records per epoch: metrics (step = epoch) and pictures in the training run's MLflow run."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+from tanq_ray.models.base import Batch, TranslatorModel
+from tanq_ray.models.visuals import patch_selection_figure, translation_grid
+from tanq_ray.tracking import RunHandle
+from tanq_ray.visuals import save_png
+
+
+class EpochLog:
+    """Logs to the run ``loop_config["run_id"]`` at ``loop_config["tracking_uri"]``; prints one line per epoch."""
+
+    def __init__(self, loop_config: dict[str, Any], model: TranslatorModel) -> None:
+        self.model = model
+        run_id = loop_config.get("run_id")
+        self.run = RunHandle(MlflowClient(loop_config["tracking_uri"]), run_id) if run_id else None
+
+    def resumed(self, start_epoch: int) -> None:
+        print(f"[{self.model.name}] resuming from the checkpoint of epoch {start_epoch - 1}", flush=True)
+
+    def epoch(self, epoch: int, metrics: dict[str, float], sample: Batch, draw: bool) -> None:
+        """Print the epoch, log its metrics, and with ``draw`` its pictures (``sample``: the epoch's last batch)."""
+        losses = " ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k.startswith("loss_"))
+        print(
+            f"[{self.model.name}] epoch {epoch}: {losses} | {metrics['slices_per_second']:.1f} slices/s, "
+            f"stall {100 * metrics['stall_fraction']:.0f} %",
+            flush=True,
+        )
+        if self.run is None:
+            return
+        self.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)
+        if draw:
+            self._pictures(self.run, epoch, sample)
+
+    def _pictures(self, run: RunHandle, epoch: int, sample: Batch) -> None:
+        """ceT1 | pseudo-hrT2 | real hrT2 grid; for TANQ also where the patches of ``sample``'s step fell (Fig. 5)."""
+        source, label, target = sample["source"], sample["source_label"], sample["target"]
+        translated = self.model.translate(source, label).cpu()
+        with tempfile.TemporaryDirectory() as folder:
+            grid = translation_grid(source, translated, target, label)
+            run.log_artifact(save_png(grid, Path(folder) / f"translation_epoch{epoch:04d}.png"), "samples")
+            selection = getattr(self.model, "last_selection", None)
+            if selection:
+                image, fractions = patch_selection_figure(source, label, selection)
+                run.log_artifact(save_png(image, Path(folder) / f"patches_epoch{epoch:04d}.png"), "patches")
+                run.log_metrics(
+                    {f"patches_layer{layer}_{key}": value for layer, shares in fractions.items() for key, value in shares.items()},
+                    step=epoch,
+                )
