@@ -32,6 +32,7 @@ test-slow: venv
 bench: venv
 	$(VENV)/bin/tanq bench data --json runs/bench/data.json
 	$(VENV)/bin/tanq bench step --json runs/bench/step.json
+	$(VENV)/bin/tanq bench train --json runs/bench/train.json
 
 clean:
 	rm -rf runs mlruns mlartifacts mlflow.db

@@ -14,6 +14,7 @@ from tanq_ray.bench.report import Figure
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "data": ("Data path: ingest and shard reading", "tanq_ray.bench.data"),
     "step": ("Translator training step and inference", "tanq_ray.bench.step"),
+    "train": ("Ray Train: throughput, data stalls, overhead", "tanq_ray.bench.train"),
 }
 
 
