@@ -21,7 +21,8 @@ venv: $(STAMP)
 
 demo: venv
 	$(VENV)/bin/tanq ingest --config configs/tiny.yaml
-	$(VENV)/bin/tanq runs --config configs/tiny.yaml --limit 6
+	$(VENV)/bin/tanq train --config configs/tiny.yaml model=tanq
+	$(VENV)/bin/tanq runs --config configs/tiny.yaml --limit 8
 
 test: venv
 	$(VENV)/bin/pytest -q
