@@ -11,22 +11,25 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from tanq_ray.config import Config, ConfigError, PhantomConfig, load_config
 
-log = logging.getLogger("tanq")
-
-# Input problems that deserve a one-line message rather than a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError)
+if TYPE_CHECKING:
+    from tanq_ray.tracking import RunHandle, Tracker
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    """Input problems that deserve a one-line message rather than a traceback."""
     from tanq_ray.data.ingest import IngestError
     from tanq_ray.data.layout import LayoutError
     from tanq_ray.train.launcher import TrainingSetupError
 
-    return USER_ERRORS + (LayoutError, IngestError, TrainingSetupError)
+    return (ConfigError, FileNotFoundError, LayoutError, IngestError, TrainingSetupError)
+
+
+def _print_run(tracker: "Tracker", parent: "RunHandle") -> None:
+    print(f"MLflow run {parent.run_id} in experiment '{tracker.config.tracking.experiment}': {tracker.ui_hint()}")
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +63,7 @@ def _cmd_ingest(args: argparse.Namespace, config: Config) -> None:
         f"{counts['slices_ceT1'] + counts['slices_hrT2']} slices in {result.manifest.root} "
         f"({result.processed} processed, {result.reused} reused, {counts['volumes_skipped']} skipped, {result.seconds:.1f} s)"
     )
-    print(f"MLflow run {parent.run_id} in experiment '{config.tracking.experiment}': {tracker.ui_hint()}")
+    _print_run(tracker, parent)
 
 
 def _cmd_train(args: argparse.Namespace, config: Config) -> None:
@@ -72,7 +75,7 @@ def _cmd_train(args: argparse.Namespace, config: Config) -> None:
         result = train_stage(config, tracker, parent)
     losses = ", ".join(f"{k[5:]}={v:.3f}" for k, v in result.metrics.items() if k.startswith("loss_"))
     print(f"train {config.train.model}: generator at {result.generator}; last epoch {losses}")
-    print(f"MLflow run {parent.run_id} in experiment '{config.tracking.experiment}': {tracker.ui_hint()}")
+    _print_run(tracker, parent)
 
 
 def _cmd_runs(args: argparse.Namespace, config: Config) -> None:

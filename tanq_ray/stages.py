@@ -80,8 +80,6 @@ def ingest_stage(config: Config, tracker: Tracker, parent: RunHandle) -> IngestR
         preview = save_png(sample_grid(result.manifest), out_dir / "sample_slices.png")
         run.log_artifact(preview)
         run.log_artifact(out_dir / "manifest.json")
-        for skipped in result.manifest.skipped:
-            log.warning("skipped %s: %s", skipped.file, skipped.reason)
     return result
 
 

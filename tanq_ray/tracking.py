@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,6 @@ class RunHandle:
     experiment_id: str = ""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         now = int(time.time() * 1000)
         batch = [Metric(key, float(value), now, step or 0) for key, value in metrics.items()]
         for start in range(0, len(batch), MAX_BATCH):

@@ -18,6 +18,16 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 }
 
 
+def local_ray() -> None:
+    """A local Ray instance on every core, without the dashboard, unless one is running already."""
+    import os
+
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level="WARNING")
+
+
 def load(what: str) -> tuple[str, Callable[..., list[Figure]]]:
     """Title and ``measure`` function of a registered benchmark."""
     title, module = BENCHMARKS[what]

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from tanq_ray.bench import local_ray
 from tanq_ray.bench.report import Figure
 from tanq_ray.config import IngestConfig
 from tanq_ray.data.ingest import run_ingest
@@ -136,12 +137,9 @@ def _ingest_figures(train_dir: Path, work: Path) -> tuple[list[Figure], Manifest
 
 def measure(quick: bool = False) -> list[Figure]:
     """Ingest a phantom cohort twice (1 and 2 tasks), then time both readers over its ceT1 slices."""
-    import ray
-
     from ray.data import DataContext
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level="WARNING")
+    local_ray()
     DataContext.get_current().enable_progress_bars = False
     cases, size, epoch = (2, 64, 200) if quick else (8, 128, EPOCH_SLICES)
     with tempfile.TemporaryDirectory(prefix="tanq-bench-data-") as folder:

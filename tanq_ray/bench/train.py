@@ -9,7 +9,6 @@ read straight from the shards, with the thread count of one Ray worker.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from tanq_ray.bench import local_ray
 from tanq_ray.bench.report import Figure
 from tanq_ray.config import CONFIG_DIR, Config, load_config
 from tanq_ray.data.ingest import run_ingest
@@ -64,10 +64,7 @@ def _plain_loop_rate(manifest: Manifest, config: Config, steps: int) -> float:
 
 def measure(quick: bool = False) -> list[Figure]:
     """Train with 1 and 2 Ray workers and in a plain loop; report throughput, stalls and overhead."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level="WARNING")
+    local_ray()
     epochs = 1 if quick else EPOCHS
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="tanq-bench-train-") as folder:
