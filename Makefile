@@ -34,6 +34,7 @@ bench: venv
 	$(VENV)/bin/tanq bench data --json runs/bench/data.json
 	$(VENV)/bin/tanq bench step --json runs/bench/step.json
 	$(VENV)/bin/tanq bench train --json runs/bench/train.json
+	$(VENV)/bin/tanq bench sweep --json runs/bench/sweep.json
 
 clean:
 	rm -rf runs mlruns mlartifacts mlflow.db

@@ -24,8 +24,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tanq_ray.data.ingest import IngestError
     from tanq_ray.data.layout import LayoutError
     from tanq_ray.train.launcher import TrainingSetupError
+    from tanq_ray.tune.sweep import SweepFailedError
 
-    return (ConfigError, FileNotFoundError, LayoutError, IngestError, TrainingSetupError)
+    return (ConfigError, FileNotFoundError, LayoutError, IngestError, TrainingSetupError, SweepFailedError)
 
 
 def _print_run(tracker: "Tracker", parent: "RunHandle") -> None:
@@ -78,6 +79,17 @@ def _cmd_train(args: argparse.Namespace, config: Config) -> None:
     _print_run(tracker, parent)
 
 
+def _cmd_sweep(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.tune.sweep import run_sweep
+
+    result = run_sweep(config)
+    print(result.table.markdown(), end="")
+    print(
+        f"sweep '{config.sweep.name}': best trial {result.best_trial}; {result.concurrency} trials at once, "
+        f"{result.wall_seconds:.0f} s wall for {result.trial_seconds:.0f} s of trials; table in {result.markdown} and {result.csv}"
+    )
+
+
 def _cmd_runs(args: argparse.Namespace, config: Config) -> None:
     from tanq_ray.runs import format_runs
     from tanq_ray.tracking import Tracker
@@ -113,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a translator with Ray Train (model=tanq|cyclegan)")
     _add_config_arguments(train)
     train.set_defaults(handler=_cmd_train, needs_config=True)
+
+    sweep = sub.add_parser("sweep", help="Ray Tune sweep over translator rows and axes (resumable)")
+    _add_config_arguments(sweep)
+    sweep.set_defaults(handler=_cmd_sweep, needs_config=True)
 
     runs = sub.add_parser("runs", help="list recent MLflow runs of the experiment")
     _add_config_arguments(runs)

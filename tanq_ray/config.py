@@ -9,6 +9,7 @@ allowed, before any work starts.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -86,6 +87,7 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
     cpus_per_worker: float = Field(1.0, gt=0)
     use_gpu: bool = False
+    bf16: bool = Field(True, description="bfloat16 autocast of each step on GPU (ignored on CPU)")
     checkpoint_every: int = Field(1, ge=1, description="epochs between checkpoints")
     max_failures: int = Field(2, ge=0, description="worker crashes survived by resuming from a checkpoint")
     visual_every: int = Field(5, ge=1, description="epochs between sample grids logged to MLflow")
@@ -114,6 +116,41 @@ class SegmentConfig(StrictModel):
         return value
 
 
+class SweepConfig(StrictModel):
+    """A Ray Tune sweep over translator configurations (``tanq sweep``; README, "Sweeps").
+
+    Trials = ``rows`` x every combination of ``grid`` x ``num_samples`` draws of
+    ``random``. Axis keys are dotted config keys; an axis under
+    ``models.<name>`` only multiplies the rows whose model is ``<name>``.
+    """
+
+    name: str = Field("ablation", pattern=r"^[A-Za-z0-9_.-]+$", description="folder and run name of the sweep")
+    rows: list[str] = Field(
+        ["cut", "qs_attn", "cyclegan", "tanq_wo_rain", "tanq_wo_segdecoder", "tanq"],
+        description="translator rows of the paper's Table 2 (see tanq_ray.models.ablations)",
+    )
+    grid: dict[str, list[Any]] = Field({}, description="dotted key -> values, every combination is tried")
+    random: dict[str, tuple[Literal["uniform", "loguniform", "choice"], list[Any]]] = Field(
+        {}, description="dotted key -> (distribution, [low, high] or choices), drawn num_samples times"
+    )
+    num_samples: int = Field(1, ge=1, description="draws of the random axes per row and grid point")
+    seed: int = 0
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="unset = as many as the cluster's CPUs/GPUs hold (workers + half a CPU for data each)"
+    )
+    score_slices: int = Field(64, ge=1, description="labelled ceT1 slices translated for the structure score")
+
+    @field_validator("rows")
+    @classmethod
+    def _known_rows(cls, value: list[str]) -> list[str]:
+        from tanq_ray.models.ablations import ABLATION_ROWS
+
+        unknown = [row for row in value if row not in ABLATION_ROWS]
+        if unknown or not value or len(set(value)) != len(value):
+            raise ValueError(f"rows must be distinct names from {list(ABLATION_ROWS)}, got {value}")
+        return value
+
+
 class TrackingConfig(StrictModel):
     """MLflow tracking (see :mod:`tanq_ray.tracking`)."""
 
@@ -139,6 +176,7 @@ class Config(StrictModel):
     models: ModelsConfig = ModelsConfig()
     train: TrainConfig = TrainConfig()
     segment: SegmentConfig = SegmentConfig()
+    sweep: SweepConfig = SweepConfig()
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
 
@@ -211,9 +249,9 @@ def _describe(error: dict[str, Any]) -> str:
     return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
-    tree: dict[str, Any] = {}
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), base: dict[str, Any] | None = None) -> Config:
+    """Read a YAML config (or start from ``base``, a config tree, or the defaults) and apply overrides."""
+    tree: dict[str, Any] = copy.deepcopy(base) if base is not None else {}
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Mapping
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.exceptions import MlflowException
 
 from tanq_ray.config import Config, dump_config
 
@@ -86,9 +87,9 @@ class Tracker:
         )
 
     @contextmanager
-    def invocation(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[RunHandle]:
-        """The parent run of one command (``tanq ingest``, ``tanq pipeline``, ...)."""
-        with self._run(name, {"stage": "invocation", "command": name, **(tags or {})}) as run:
+    def invocation(self, name: str, tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None) -> Iterator[RunHandle]:
+        """The parent run of one command (``tanq ingest``, ``tanq pipeline``, ...); ``resume_run_id`` reopens an earlier one."""
+        with self._run(name, {"stage": "invocation", "command": name, **(tags or {})}, resume_run_id) as run:
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "config.yaml"
                 path.write_text(dump_config(self.config))
@@ -96,16 +97,26 @@ class Tracker:
             yield run
 
     @contextmanager
-    def stage(self, stage: str, parent: RunHandle, tags: Mapping[str, Any] | None = None, name: str | None = None) -> Iterator[RunHandle]:
-        """A run nested under ``parent`` with tag ``stage`` (and any extra tags)."""
-        with self._run(name or stage, {"stage": stage, "mlflow.parentRunId": parent.run_id, **(tags or {})}) as run:
+    def stage(
+        self,
+        stage: str,
+        parent: RunHandle,
+        tags: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        resume_run_id: str | None = None,
+    ) -> Iterator[RunHandle]:
+        """A run nested under ``parent`` with tag ``stage`` (and any extra tags); ``resume_run_id`` reopens an earlier one."""
+        with self._run(name or stage, {"stage": stage, "mlflow.parentRunId": parent.run_id, **(tags or {})}, resume_run_id) as run:
             yield run
 
     @contextmanager
-    def _run(self, name: str, tags: Mapping[str, Any]) -> Iterator[RunHandle]:
-        created = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
-        run = RunHandle(self.client, created.info.run_id, self.experiment_id)
-        run.log_params(self.config.flat())
+    def _run(self, name: str, tags: Mapping[str, Any], resume_run_id: str | None = None) -> Iterator[RunHandle]:
+        if resume_run_id is not None and self._reopen(resume_run_id):
+            run = RunHandle(self.client, resume_run_id, self.experiment_id)
+        else:
+            created = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
+            run = RunHandle(self.client, created.info.run_id, self.experiment_id)
+            run.log_params(self.config.flat())
         try:
             yield run
         except KeyboardInterrupt:
@@ -116,6 +127,17 @@ class Tracker:
             self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
             raise
         self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def _reopen(self, run_id: str) -> bool:
+        """Mark an earlier run of this experiment RUNNING again; False when it no longer exists here."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        if run.info.experiment_id != self.experiment_id or run.info.lifecycle_stage != "active":
+            return False
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return True
 
     def ui_hint(self) -> str:
         """The command that opens this tracking store in the MLflow UI."""

@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "data": ("Data path: ingest and shard reading", "tanq_ray.bench.data"),
     "step": ("Translator training step and inference", "tanq_ray.bench.step"),
     "train": ("Ray Train: throughput, data stalls, overhead", "tanq_ray.bench.train"),
+    "sweep": ("Ray Tune sweep: parallel efficiency", "tanq_ray.bench.sweep"),
 }
 
 

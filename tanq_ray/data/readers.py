@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     import ray.data
 
 DOMAIN_COLUMNS: dict[str, list[str]] = {"ceT1": ["image", "label"], "hrT2": ["image"]}
+# A shard read is a file read plus one memory copy per column: half a CPU lets a training
+# worker and its reads share a core, and a sweep run several trials on a small machine.
+READ_TASK_CPUS = 0.5
 
 
 def read_domain(
@@ -71,7 +74,7 @@ def read_domain(
         order = np.random.default_rng().permutation(len(paths))
         paths, rows = [paths[i] for i in order], [rows[i] for i in order]
     source = ShardDatasource(paths, rows, list(columns or DOMAIN_COLUMNS[domain]), int(manifest.settings["image_size"]))
-    return ray.data.read_datasource(source)
+    return ray.data.read_datasource(source, ray_remote_args={"num_cpus": READ_TASK_CPUS})
 
 
 def _read_shards(paths: Sequence[str], columns: Sequence[str]) -> Iterator[pa.Table]:

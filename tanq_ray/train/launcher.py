@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tanq_ray.config import Config
 from tanq_ray.data.readers import read_domain
@@ -65,14 +65,27 @@ def check_resources(config: Config) -> None:
             )
 
 
-def launch_training(config: Config, run_id: str | None, tracking_uri: str) -> TrainResult:
-    """Train ``config.train.model`` on the ingest shards with a ``TorchTrainer``; export its generator."""
+def launch_training(
+    config: Config,
+    run_id: str | None,
+    tracking_uri: str,
+    *,
+    run_dir: Path | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train ``config.train.model`` on the ingest shards with a ``TorchTrainer``; export its generator.
+
+    ``run_dir`` (default ``<output_dir>/train``) holds Ray Train's storage and
+    the export; a sweep gives each trial its own. ``callbacks`` are Ray Train
+    callbacks (a sweep passes Tune's report callback).
+    """
     from ray.data import DataContext
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     DataContext.get_current().enable_progress_bars = False  # per-epoch bars of every split drown the epoch lines
     name = config.train.model
+    run_dir = run_dir or config.stage_dir("train")
     manifest = Manifest.read(config.stage_dir("ingest"))
     check_resources(config)
     datasets = {
@@ -92,16 +105,17 @@ def launch_training(config: Config, run_id: str | None, tracking_uri: str) -> Tr
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=name,
-            storage_path=str((config.stage_dir("train") / "ray").resolve()),
+            storage_path=str((run_dir / "ray").resolve()),
             failure_config=FailureConfig(max_failures=train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"training '{name}' finished without a checkpoint under {config.stage_dir('train')}")
-    destination = config.stage_dir("train") / name / GENERATOR_FILE
+        raise RuntimeError(f"training '{name}' finished without a checkpoint under {run_dir}")
+    destination = run_dir / name / GENERATOR_FILE
     with result.checkpoint.as_directory() as folder, atomic_path(destination) as tmp:
         shutil.copyfile(Path(folder) / GENERATOR_FILE, tmp)
     return TrainResult(destination, dict(result.metrics or {}))

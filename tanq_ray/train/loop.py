@@ -86,7 +86,8 @@ def _run_epoch(
         target_batch = next(targets)
         waiting += time.perf_counter() - start
         last: Batch = {"source": batch["image"], "source_label": batch["label"], "target": target_batch["image"]}
-        losses = model.step(last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=train.use_gpu and train.bf16):
+            losses = model.step(last)
         for name, value in losses.items():
             totals[name] += value
         steps += 1

@@ -1,0 +1,36 @@
+"""Evaluation of segmentations: Dice and ASSD per class, summaries, paired t-tests, tables (paper §4).
+
+See ``docs/evaluation.md`` for definitions, empty-mask behaviour and file formats.
+"""
+
+from tanq_ray.evaluate.metrics import assd, dice, surface
+from tanq_ray.evaluate.scoring import (
+    CLASSES,
+    METRICS,
+    Evaluation,
+    EvaluationError,
+    evaluate_folder,
+    load_per_case,
+    metric_value,
+    score_case,
+    summarize,
+)
+from tanq_ray.evaluate.statistics import PairedTest, comparison_table, paired_ttest
+
+__all__ = [
+    "CLASSES",
+    "METRICS",
+    "Evaluation",
+    "EvaluationError",
+    "PairedTest",
+    "assd",
+    "comparison_table",
+    "dice",
+    "evaluate_folder",
+    "load_per_case",
+    "metric_value",
+    "paired_ttest",
+    "score_case",
+    "summarize",
+    "surface",
+]

@@ -1,0 +1,103 @@
+"""nnUNet's three folders under one work folder, and the process environment that points nnUNet at them.
+
+nnUNet finds its data through the environment variables ``nnUNet_raw``,
+``nnUNet_preprocessed`` and ``nnUNet_results``; some nnunetv2 releases read
+them once, when ``nnunetv2.paths`` is first imported, and copy the values into
+other modules' globals (``from nnunetv2.paths import nnUNet_results``), and
+``nnunetv2.configuration`` reads ``nnUNet_def_n_proc`` at import in every
+release. One process therefore cannot switch safely between the work folders of
+two self-training rounds.
+
+The choice made here: **no nnUNet code runs in the calling process**. Every
+nnUNet step (integrity check, planning, preprocessing, a fold's training,
+model selection, prediction) runs in a Ray task started with
+``runtime_env={"env_vars": ...}`` from :meth:`NnUNetFolders.runtime_env`. Ray
+starts a dedicated worker process for each distinct environment, with the
+variables already set before Python starts, so nnunetv2 is imported fresh in a
+process that only ever sees one work folder; workers are reused only by tasks
+with the same environment. The driver writes plain files (dataset, splits) and
+never imports nnunetv2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DATASET_NAME = "TanqVS"  # nnUNet dataset names are Dataset<ID>_<name>
+TRAINER_NAME = "TanqTrainer"  # must match tanq_ray.segment.trainer.TanqTrainer.__name__
+PLANS_NAME = "nnUNetPlans"  # nnUNet's default experiment planner writes these plans
+
+
+def dataset_name(dataset_id: int) -> str:
+    """nnUNet's folder name for a dataset id, e.g. 501 -> ``Dataset501_TanqVS``."""
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(f"segment.dataset_id must be within 1..999 (nnUNet uses three digits), got {dataset_id}")
+    return f"Dataset{dataset_id:03d}_{DATASET_NAME}"
+
+
+@dataclass(frozen=True)
+class NnUNetFolders:
+    """``<work_dir>/nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results`` for one dataset."""
+
+    work_dir: Path
+    dataset: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "work_dir", Path(self.work_dir).resolve())
+
+    @property
+    def raw(self) -> Path:
+        return self.work_dir / "nnUNet_raw"
+
+    @property
+    def preprocessed(self) -> Path:
+        return self.work_dir / "nnUNet_preprocessed"
+
+    @property
+    def results(self) -> Path:
+        return self.work_dir / "nnUNet_results"
+
+    @property
+    def raw_dataset(self) -> Path:
+        """Holds ``dataset.json``, ``imagesTr/`` and ``labelsTr/``."""
+        return self.raw / self.dataset
+
+    @property
+    def preprocessed_dataset(self) -> Path:
+        """Holds the plans, the fingerprint, ``splits_final.json`` and one data folder per configuration."""
+        return self.preprocessed / self.dataset
+
+    def model_dir(self, configuration: str) -> Path:
+        """Training output of one configuration: ``fold_<k>/`` folders, ``plans.json``, ``dataset.json``."""
+        return self.results / self.dataset / f"{TRAINER_NAME}__{PLANS_NAME}__{configuration}"
+
+    def fold_dir(self, configuration: str, fold: int) -> Path:
+        return self.model_dir(configuration) / f"fold_{fold}"
+
+    def environment(self, use_gpu: bool, augmentation_processes: int | None = None) -> dict[str, str]:
+        """Environment variables of a process that runs nnUNet steps on these folders.
+
+        ``augmentation_processes`` sets ``nnUNet_n_proc_DA``: for training, 0
+        runs data augmentation in the training process (nnUNet's
+        single-threaded augmenter); nnUNet's planner also uses it as its torch
+        thread count, so planning needs >= 1; None leaves nnUNet's default.
+        The export pools nnUNet opens without an explicit size get one
+        process. torch.compile stays off on CPU (nnUNet refuses it there too).
+        """
+        env = {
+            "nnUNet_raw": str(self.raw),
+            "nnUNet_preprocessed": str(self.preprocessed),
+            "nnUNet_results": str(self.results),
+            "nnUNet_def_n_proc": "1",
+        }
+        if augmentation_processes is not None:
+            env["nnUNet_n_proc_DA"] = str(augmentation_processes)
+        if not use_gpu:
+            env["nnUNet_compile"] = "false"
+        return env
+
+    def runtime_env(self, use_gpu: bool, augmentation_processes: int | None = None) -> dict[str, Any]:
+        """Ray ``runtime_env`` for tasks that run nnUNet on these folders (see the module docstring)."""
+        return {"env_vars": self.environment(use_gpu, augmentation_processes)}

@@ -1,0 +1,218 @@
+"""Cross-validation folds as Ray tasks: train (or resume) one (configuration, fold) pair and run its final validation.
+
+Each pair is one Ray task (1 CPU plus any augmentation processes, 1 GPU when
+asked) in a worker whose environment points at the work folder. A task that
+fails, or whose worker dies, is retried by Ray (``max_retries``,
+``retry_exceptions=True``); the retry resumes from nnUNet's
+``checkpoint_latest.pth``. A fold with ``checkpoint_final.pth`` and a final
+validation is complete and never retrained; one with ``checkpoint_final.pth``
+but no validation only runs the validation.
+
+With :class:`FoldLogging`, each pair that needs work gets an MLflow child run
+(tags ``stage=fold``, ``configuration``, ``fold``) created here and passed to
+the task, so retries log into the same run; the trainer logs one step per
+epoch (:mod:`tanq_ray.segment.trainer`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import ray
+from mlflow import MlflowClient
+from mlflow.entities import RunStatus
+
+from tanq_ray.config import SegmentConfig
+from tanq_ray.segment.dataset import LABELS
+from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders
+from tanq_ray.tracking import RunHandle
+
+DEFAULT_RETRIES = 2
+CLASS_NAMES = {value: name for name, value in LABELS.items()}
+
+
+@dataclass(frozen=True)
+class FoldSchedule:
+    """How each fold trains; built from ``SegmentConfig`` in the driver, so only this travels to the tasks."""
+
+    epochs: int
+    iterations_per_epoch: int
+    batch_size: int | None  # None = nnUNet's planned batch size
+    initial_lr: float
+    test_time_mirroring: bool = True  # nnUNet's default; off = 4x (2d) / 8x (3d) cheaper inference
+
+    @classmethod
+    def from_settings(cls, settings: SegmentConfig) -> "FoldSchedule":
+        return cls(
+            epochs=settings.epochs,
+            iterations_per_epoch=settings.iterations_per_epoch,
+            batch_size=settings.batch_size,
+            initial_lr=settings.initial_lr,
+            test_time_mirroring=bool(getattr(settings, "test_time_mirroring", True)),
+        )
+
+
+@dataclass(frozen=True)
+class FoldLogging:
+    """Where fold child runs go in MLflow."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    """What happened to one (configuration, fold) pair in one :func:`run_folds` call.
+
+    ``trained`` is False when the fold was already complete; ``start_epoch``
+    is the epoch training started from (0 = from scratch, > 0 = resumed from
+    ``checkpoint_latest.pth``; ``epochs`` when only the validation ran).
+    """
+
+    configuration: str
+    fold: int
+    trained: bool
+    start_epoch: int
+    epochs: int
+    seconds: float
+    validation_dice: dict[str, float]
+
+
+def final_validation_dice(fold_dir: Path) -> dict[str, float]:
+    """Foreground-mean and per-class Dice of a fold's final validation (nnUNet's ``validation/summary.json``)."""
+    summary = json.loads((fold_dir / "validation" / "summary.json").read_text())
+    dice = {"final_val_dice": float(summary["foreground_mean"]["Dice"])}
+    for label, metrics in summary["mean"].items():
+        dice[f"final_val_dice_{CLASS_NAMES.get(int(label), label)}"] = float(metrics["Dice"])
+    return dice
+
+
+def is_complete(folders: NnUNetFolders, configuration: str, fold: int) -> bool:
+    """A finished training (``checkpoint_final.pth``) with its final validation."""
+    fold_dir = folders.fold_dir(configuration, fold)
+    return (fold_dir / "checkpoint_final.pth").is_file() and (fold_dir / "validation" / "summary.json").is_file()
+
+
+def _train_fold(
+    folders: NnUNetFolders,
+    schedule: FoldSchedule,
+    configuration: str,
+    fold: int,
+    device_type: str,
+    save_probabilities: bool,
+    tracking: tuple[str, str] | None,
+) -> FoldResult:
+    """Task body: build the trainer, resume from the newest checkpoint, train, validate."""
+    import torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    from tanq_ray.segment.trainer import TanqTrainer
+
+    start = time.perf_counter()
+    fold_dir = folders.fold_dir(configuration, fold)
+    final, latest = fold_dir / "checkpoint_final.pth", fold_dir / "checkpoint_latest.pth"
+    resume_from = final if final.is_file() else latest if latest.is_file() else None
+    plans = load_json(str(folders.preprocessed_dataset / f"{PLANS_NAME}.json"))
+    plans["continue_training"] = resume_from is not None
+    dataset_json = load_json(str(folders.preprocessed_dataset / "dataset.json"))
+    run = RunHandle(MlflowClient(tracking[0]), tracking[1]) if tracking else None
+
+    trainer = TanqTrainer(plans, configuration, fold, dataset_json, torch.device(device_type))
+    trainer.configure(schedule, run)
+    if resume_from is not None:
+        trainer.load_checkpoint(str(resume_from))
+    start_epoch = trainer.current_epoch
+    print(f"[segment] fold {configuration}/{fold} started at epoch {start_epoch} of {schedule.epochs}", flush=True)
+    if run is not None:
+        run.log_metrics({"start_epoch": start_epoch}, step=start_epoch)
+    if resume_from != final:
+        trainer.run_training()
+    trainer.perform_actual_validation(save_probabilities)
+    dice = final_validation_dice(fold_dir)
+    if run is not None:
+        run.log_metrics(dice, step=schedule.epochs)
+    return FoldResult(configuration, fold, True, start_epoch, schedule.epochs, time.perf_counter() - start, dice)
+
+
+def _fold_run(logging: FoldLogging, schedule: FoldSchedule, configuration: str, fold: int) -> RunHandle:
+    client = MlflowClient(logging.tracking_uri)
+    created = client.create_run(
+        logging.experiment_id,
+        run_name=f"fold {configuration}/{fold}",
+        tags={"stage": "fold", "configuration": configuration, "fold": str(fold), "mlflow.parentRunId": logging.parent_run_id},
+    )
+    run = RunHandle(client, created.info.run_id, logging.experiment_id)
+    run.log_params({"configuration": configuration, "fold": fold, **asdict(schedule)})
+    return run
+
+
+def run_folds(
+    folders: NnUNetFolders,
+    settings: SegmentConfig,
+    use_gpu: bool,
+    logging: FoldLogging | None = None,
+) -> list[FoldResult]:
+    """Train every (configuration, fold) pair of ``settings`` that is not complete, as parallel Ray tasks.
+
+    Waits for all tasks, so folds that succeed are kept for the next call,
+    then raises ``RuntimeError`` naming the folds that failed, if any.
+    """
+    schedule = FoldSchedule.from_settings(settings)
+    augmentation = int(getattr(settings, "augmentation_processes", 0))
+    retries = int(getattr(settings, "fold_retries", DEFAULT_RETRIES))
+    save_probabilities = len(settings.configurations) > 1  # ensembling configurations needs the softmax outputs
+    task = ray.remote(max_retries=retries, retry_exceptions=True)(_train_fold)
+    results: list[FoldResult] = []
+    pending: dict[ray.ObjectRef, tuple[str, int, RunHandle | None, float]] = {}
+    for configuration in settings.configurations:
+        for fold in range(settings.folds):
+            if is_complete(folders, configuration, fold):
+                dice = final_validation_dice(folders.fold_dir(configuration, fold))
+                results.append(FoldResult(configuration, fold, False, settings.epochs, settings.epochs, 0.0, dice))
+                print(f"[segment] fold {configuration}/{fold} already complete, skipping", flush=True)
+                continue
+            run = _fold_run(logging, schedule, configuration, fold) if logging else None
+            ref = task.options(
+                num_cpus=1 + augmentation,
+                num_gpus=1 if use_gpu else 0,
+                runtime_env=folders.runtime_env(use_gpu, augmentation),
+                name=f"nnunet_fold_{configuration}_{fold}",
+            ).remote(
+                folders,
+                schedule,
+                configuration,
+                fold,
+                "cuda" if use_gpu else "cpu",
+                save_probabilities,
+                (logging.tracking_uri, run.run_id) if run else None,
+            )
+            pending[ref] = (configuration, fold, run, time.perf_counter())
+    failures = []
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        configuration, fold, run, submitted = pending.pop(ref)
+        try:
+            result = ray.get(ref)
+        except Exception as err:  # the task's error after all retries, or a lost worker
+            failures.append(f"{configuration}/{fold}: {type(err).__name__}: {err}")
+            if run is not None:
+                run.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
+                run.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+            print(f"[segment] fold {configuration}/{fold} FAILED after {time.perf_counter() - submitted:.1f} s", flush=True)
+            continue
+        results.append(result)
+        if run is not None:
+            run.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        print(
+            f"[segment] fold {configuration}/{fold} finished in {time.perf_counter() - submitted:.1f} s "
+            f"(from epoch {result.start_epoch}, validation Dice {result.validation_dice['final_val_dice']:.3f})",
+            flush=True,
+        )
+    if failures:
+        raise RuntimeError("nnUNet folds failed:\n  " + "\n  ".join(failures))
+    return sorted(results, key=lambda r: (settings.configurations.index(r.configuration), r.fold))

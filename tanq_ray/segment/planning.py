@@ -1,0 +1,79 @@
+"""nnUNet's integrity check, fingerprint, experiment planning and preprocessing, in one Ray task.
+
+Runs nnUNet's own Python API (``verify_dataset_integrity``,
+``extract_fingerprint_dataset``, ``plan_experiment_dataset``,
+``preprocess_dataset``) in a worker whose environment points at the work
+folder (see :mod:`tanq_ray.segment.folders`). When it succeeds it writes
+``tanq_preprocessed.json`` beside the plans; a later call that finds it,
+written for the same raw dataset and covering the requested configurations,
+does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Sequence
+
+import ray
+
+from tanq_ray.io_utils import write_text_atomic
+from tanq_ray.segment.dataset import DatasetError
+from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders
+
+MARKER = "tanq_preprocessed.json"
+
+
+def _marker_content(folders: NnUNetFolders, configurations: Sequence[str]) -> dict:
+    dataset_json = json.loads((folders.raw_dataset / "dataset.json").read_text())
+    return {"configurations": sorted(configurations), "sources": dataset_json.get("tanq_sources")}
+
+
+def is_preprocessed(folders: NnUNetFolders, configurations: Sequence[str]) -> bool:
+    """True when this raw dataset was already planned and preprocessed for every requested configuration."""
+    marker = folders.preprocessed_dataset / MARKER
+    if not marker.is_file():
+        return False
+    done = json.loads(marker.read_text())
+    wanted = _marker_content(folders, configurations)
+    return done.get("sources") == wanted["sources"] and set(wanted["configurations"]) <= set(done["configurations"])
+
+
+def _plan_and_preprocess(folders: NnUNetFolders, dataset_id: int, configurations: list[str], processes: int) -> None:
+    """Task body: check, fingerprint, plan, preprocess (nnUNet's Python API, ``processes`` worker processes)."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        extract_fingerprint_dataset,
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    try:
+        verify_dataset_integrity(str(folders.raw_dataset), processes)
+    except (AssertionError, RuntimeError) as err:
+        raise DatasetError(
+            f"nnUNet's integrity check rejected '{folders.raw_dataset}': {err} (its output above names the files)"
+        ) from None
+    extract_fingerprint_dataset(dataset_id, num_processes=processes, clean=True, verbose=False, show_progress_bar=False)
+    plan_experiment_dataset(dataset_id)
+    preprocess_dataset(dataset_id, PLANS_NAME, configurations, [processes] * len(configurations), show_progress_bar=False)
+
+
+def plan_and_preprocess(
+    folders: NnUNetFolders, dataset_id: int, configurations: Sequence[str], use_gpu: bool, processes: int
+) -> bool:
+    """Plan and preprocess the raw dataset in a Ray task unless already done; return True when work was done."""
+    if is_preprocessed(folders, configurations):
+        print(f"[segment] {folders.dataset}: plans and preprocessed data found, skipping preprocessing", flush=True)
+        return False
+    print(f"[segment] {folders.dataset}: integrity check, planning and preprocessing {list(configurations)}", flush=True)
+    start = time.perf_counter()
+    task = ray.remote(_plan_and_preprocess).options(
+        num_cpus=processes, runtime_env=folders.runtime_env(use_gpu, processes), name="nnunet_plan_and_preprocess"
+    )
+    ray.get(task.remote(folders, dataset_id, list(configurations), processes))
+    write_text_atomic(
+        folders.preprocessed_dataset / MARKER, json.dumps(_marker_content(folders, configurations), indent=2)
+    )
+    print(f"[segment] {folders.dataset}: preprocessed in {time.perf_counter() - start:.1f} s", flush=True)
+    return True

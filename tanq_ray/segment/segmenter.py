@@ -1,0 +1,155 @@
+"""Train a segmenter: raw dataset -> plans -> folds as Ray tasks -> nnUNet's model selection.
+
+:func:`train_segmenter` is resumable at every step: an identical raw dataset
+is kept, preprocessing is skipped when done, complete folds are not retrained
+and interrupted ones resume from their checkpoint, and when no fold had to
+train the selection saved in ``<work_dir>/segmenter.json`` is reused.
+:func:`load_segmenter` reads that file back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import ray
+
+from tanq_ray.config import SegmentConfig
+from tanq_ray.io_utils import write_text_atomic
+from tanq_ray.segment.dataset import TrainingCase, write_raw_dataset, write_splits
+from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, dataset_name
+from tanq_ray.segment.folds import FoldLogging, FoldResult, run_folds
+from tanq_ray.segment.planning import plan_and_preprocess
+from tanq_ray.segment.selection import Selection, select_model
+
+SEGMENTER_FILE = "segmenter.json"
+MAX_PREPROCESS_PROCESSES = 8  # nnUNet's default for 2d preprocessing
+
+
+@dataclass(frozen=True)
+class Segmenter:
+    """A trained, selected nnUNet model: what prediction needs, and how this call got it.
+
+    ``configurations`` is nnUNet's selection (one configuration, or two whose
+    softmax outputs are averaged); every fold of each is used. ``trained`` is
+    True when this call trained at least one fold.
+    """
+
+    work_dir: Path
+    dataset_name: str
+    configurations: tuple[str, ...]
+    folds: tuple[int, ...]
+    postprocessing_file: Path
+    cv_dice: dict[str, float]
+    cv_dice_selected: float
+    trainer_name: str = TRAINER_NAME
+    plans_name: str = PLANS_NAME
+    fold_results: tuple[FoldResult, ...] = ()
+
+    @property
+    def folders(self) -> NnUNetFolders:
+        return NnUNetFolders(self.work_dir, self.dataset_name)
+
+    @property
+    def trained(self) -> bool:
+        return any(result.trained for result in self.fold_results)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["work_dir"] = str(self.work_dir)
+        data["postprocessing_file"] = str(self.postprocessing_file)
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Segmenter":
+        data = json.loads(text)
+        return cls(
+            work_dir=Path(data["work_dir"]),
+            dataset_name=data["dataset_name"],
+            configurations=tuple(data["configurations"]),
+            folds=tuple(data["folds"]),
+            postprocessing_file=Path(data["postprocessing_file"]),
+            cv_dice=dict(data["cv_dice"]),
+            cv_dice_selected=float(data["cv_dice_selected"]),
+            trainer_name=data["trainer_name"],
+            plans_name=data["plans_name"],
+            fold_results=tuple(FoldResult(**result) for result in data["fold_results"]),
+        )
+
+
+def load_segmenter(work_dir: str | Path) -> Segmenter:
+    """The segmenter that :func:`train_segmenter` finished in ``work_dir``."""
+    path = Path(work_dir) / SEGMENTER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' does not exist: train_segmenter has not finished in '{work_dir}'")
+    return Segmenter.from_json(path.read_text())
+
+
+def _cluster_has_gpu() -> bool:
+    return ray.cluster_resources().get("GPU", 0) >= 1
+
+
+def _preprocess_processes() -> int:
+    return max(1, min(MAX_PREPROCESS_PROCESSES, int(ray.available_resources().get("CPU", 1))))
+
+
+def _reusable(work_dir: Path, settings: SegmentConfig) -> Segmenter | None:
+    """The saved segmenter, when it was selected among the same configurations and folds."""
+    path = work_dir / SEGMENTER_FILE
+    if not path.is_file():
+        return None
+    saved = Segmenter.from_json(path.read_text())
+    considered = {result.configuration for result in saved.fold_results}
+    if considered != set(settings.configurations) or saved.folds != tuple(range(settings.folds)):
+        return None
+    return saved
+
+
+def train_segmenter(
+    settings: SegmentConfig,
+    work_dir: str | Path,
+    cases: Sequence[TrainingCase],
+    logging: FoldLogging | None = None,
+    use_gpu: bool | None = None,
+) -> Segmenter:
+    """Train nnUNet on ``cases`` under ``work_dir`` and let nnUNet select the configuration(s).
+
+    Steps: write and check the raw dataset; nnUNet's integrity check, planning
+    and preprocessing; ``settings.folds`` folds of each of
+    ``settings.configurations`` as parallel Ray tasks (retried from their
+    checkpoint when they die); ``find_best_configuration``. ``use_gpu`` None =
+    use GPUs when the Ray cluster has any. Ray must be initialised by the caller.
+    """
+    if not ray.is_initialized():
+        raise RuntimeError("train_segmenter runs nnUNet in Ray tasks: call ray.init() first")
+    work_dir = Path(work_dir).resolve()
+    use_gpu = _cluster_has_gpu() if use_gpu is None else use_gpu
+    folders = NnUNetFolders(work_dir, dataset_name(settings.dataset_id))
+    start = time.perf_counter()
+    if write_raw_dataset(folders, cases):
+        print(f"[segment] wrote {len(cases)} training cases to '{folders.raw_dataset}'", flush=True)
+    plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, _preprocess_processes())
+    write_splits(folders, cases, settings.folds)
+    fold_results = tuple(run_folds(folders, settings, use_gpu, logging))
+    saved = None if any(r.trained for r in fold_results) else _reusable(work_dir, settings)
+    if saved is not None:
+        selection = Selection(saved.configurations, saved.postprocessing_file, saved.cv_dice, saved.cv_dice_selected)
+    else:
+        selection = select_model(folders, settings.configurations, settings.folds, use_gpu)
+    segmenter = Segmenter(
+        work_dir=work_dir,
+        dataset_name=folders.dataset,
+        configurations=selection.configurations,
+        folds=tuple(range(settings.folds)),
+        postprocessing_file=selection.postprocessing_file,
+        cv_dice=selection.cv_dice,
+        cv_dice_selected=selection.cv_dice_selected,
+        fold_results=fold_results,
+    )
+    write_text_atomic(work_dir / SEGMENTER_FILE, segmenter.to_json())
+    print(f"[segment] segmenter ready in {time.perf_counter() - start:.1f} s: {segmenter.configurations}", flush=True)
+    return segmenter

@@ -1,0 +1,133 @@
+"""Our nnUNet trainer: nnUNet's default trainer with the schedule from ``SegmentConfig`` and MLflow logging.
+
+Everything nnUNet does stays as it is (Dice + CE loss with deep supervision,
+SGD with poly lr, nnUNet's augmentation, sliding-window final validation; paper
+section 3, step 2). What changes:
+
+- epochs, iterations per epoch, batch size and initial lr come from
+  :meth:`TanqTrainer.configure` with a :class:`~tanq_ray.segment.folds.FoldSchedule`
+  built from ``SegmentConfig`` (so a tiny run finishes in minutes on CPU);
+  validation draws one patch batch per five training iterations, as nnUNet's
+  50 per 250 do;
+- the schedule may turn off test-time mirroring (nnUNet averages the network
+  over all mirrorings of the input, 4 passes in 2d, 8 in 3d), for the final
+  validation and, through the checkpoint, for prediction; training
+  augmentation still mirrors;
+- ``checkpoint_latest.pth`` is written every ``save_every`` epochs (at most 20
+  times per run, at least every 50 epochs as in nnUNet) and atomically, so a
+  killed process never leaves a truncated checkpoint to resume from;
+- nnUNet's ``progress.png`` is drawn at those epochs and the last one rather
+  than after every epoch (drawing it takes about a second of CPU);
+- each epoch's train loss, val loss and pseudo-Dice (nnUNet's ``mean_fg_dice``,
+  its moving average ``ema_fg_dice`` and one value per class) go to the fold's
+  MLflow run with step = epoch.
+
+nnUNet reads ``__init__``'s signature to rebuild a trainer from a checkpoint,
+so the constructor repeats nnUNet's parameters exactly and takes nothing else.
+Importing this module imports nnunetv2: only nnUNet tasks do (see
+:mod:`tanq_ray.segment.folders`).
+"""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.logging.nnunet_logger import MetaLogger
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from tanq_ray.io_utils import atomic_path
+from tanq_ray.segment.folds import FoldSchedule
+from tanq_ray.tracking import RunHandle
+
+TRAIN_PER_VALIDATION_ITERATION = 5  # nnUNet: 250 training and 50 validation iterations per epoch
+MAX_CHECKPOINTS_PER_RUN = 20
+NNUNET_SAVE_EVERY = 50
+
+
+def checkpoint_interval(epochs: int) -> int:
+    """Epochs between ``checkpoint_latest.pth`` writes: ``epochs / 20`` within [1, 50]."""
+    return max(1, min(NNUNET_SAVE_EVERY, epochs // MAX_CHECKPOINTS_PER_RUN))
+
+
+class SparseProgressLogger(MetaLogger):
+    """nnUNet's logger, drawing ``progress.png`` only every ``plot_every`` epochs and after the last one."""
+
+    def __init__(self, logger: MetaLogger, plot_every: int, epochs: int) -> None:
+        self.__dict__.update(logger.__dict__)  # same loggers and logged values, no second set of loggers
+        self.plot_every = plot_every
+        self.epochs = epochs
+
+    def plot_progress_png(self, output_folder: str) -> None:
+        finished = len(self.get_value("epoch_end_timestamps", step=None))
+        if finished % self.plot_every == 0 or finished == self.epochs:
+            super().plot_progress_png(output_folder)
+
+
+class TanqTrainer(nnUNetTrainer):
+    """nnUNetTrainer with a configurable schedule, atomic checkpoints and per-epoch MLflow metrics."""
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.batch_size_override: int | None = None
+        self.test_time_mirroring = True
+        self.run: RunHandle | None = None
+        self.class_names = {value: name for name, value in dataset_json["labels"].items()}
+
+    def configure(self, schedule: FoldSchedule, run: RunHandle | None = None) -> None:
+        """Apply ``schedule`` and log to ``run``; call once, before :meth:`initialize`."""
+        if self.was_initialized:
+            raise RuntimeError("TanqTrainer.configure must be called before initialize()")
+        self.num_epochs = schedule.epochs
+        self.num_iterations_per_epoch = schedule.iterations_per_epoch
+        self.num_val_iterations_per_epoch = max(1, schedule.iterations_per_epoch // TRAIN_PER_VALIDATION_ITERATION)
+        self.initial_lr = schedule.initial_lr
+        self.batch_size_override = schedule.batch_size
+        self.test_time_mirroring = schedule.test_time_mirroring
+        self.save_every = checkpoint_interval(schedule.epochs)
+        self.logger = SparseProgressLogger(self.logger, self.save_every, schedule.epochs)
+        self.run = run
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        if not self.test_time_mirroring:
+            self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, mirror_axes
+
+    def _set_batch_size_and_oversample(self) -> None:
+        super()._set_batch_size_and_oversample()
+        if self.batch_size_override is not None and not self.is_ddp:
+            self.batch_size = self.batch_size_override
+
+    def save_checkpoint(self, filename: str) -> None:
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)  # writes nothing (and says so)
+            return
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(str(tmp))
+
+    def on_epoch_end(self) -> None:
+        epoch = self.current_epoch
+        super().on_epoch_end()
+        if self.run is not None:
+            self.run.log_metrics(self.epoch_metrics(epoch), step=epoch)
+
+    def epoch_metrics(self, epoch: int) -> dict[str, float]:
+        """The metrics of one finished epoch, with the same names in every fold and configuration."""
+        value = self.logger.get_value
+        metrics = {
+            "train_loss": float(value("train_losses", step=epoch)),
+            "val_loss": float(value("val_losses", step=epoch)),
+            "pseudo_dice": float(value("mean_fg_dice", step=epoch)),
+            "ema_pseudo_dice": float(value("ema_fg_dice", step=epoch)),
+            "lr": float(value("lrs", step=epoch)),
+        }
+        for label, dice in zip(self.label_manager.foreground_labels, value("dice_per_class_or_region", step=epoch)):
+            metrics[f"pseudo_dice_{self.class_names.get(label, label)}"] = float(dice)
+        return metrics
+

@@ -1,0 +1,52 @@
+"""Score a trained translator: translate labelled ceT1 slices and measure structure preservation.
+
+The slices are the same for every trial of a sweep (evenly spaced over the
+ceT1 slices that contain a label), so scores are comparable across rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from tanq_ray.data.shards import Manifest, tensor_column
+from tanq_ray.train.export import load_translator
+from tanq_ray.tune.structure import structure_band, structure_score
+
+HEAD_THRESHOLD = -0.95  # normalised intensity above which a pixel is inside the head
+BATCH = 16
+
+
+def labelled_slices(ingest_dir: Path, max_slices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``max_slices`` ceT1 slices with a VS or cochlea label, evenly spaced: images ``(N, H, W)`` f32, labels ``(N, H, W)``."""
+    manifest = Manifest.read(ingest_dir)
+    images, labels = [], []
+    for path in manifest.shard_paths("ceT1"):
+        table = pq.read_table(path, columns=["image", "label"])
+        image, label = tensor_column(table, "image"), tensor_column(table, "label")
+        keep = label.reshape(len(label), -1).max(axis=1) > 0
+        images.append(image[keep])
+        labels.append(label[keep])
+    if not images or sum(len(i) for i in images) == 0:
+        raise ValueError(f"the ingest at '{ingest_dir}' has no ceT1 slice with a label: nothing to score structure on")
+    all_images, all_labels = np.concatenate(images), np.concatenate(labels)
+    chosen = np.unique(np.linspace(0, len(all_images) - 1, min(max_slices, len(all_images))).round().astype(int))
+    return all_images[chosen].astype(np.float32), all_labels[chosen]
+
+
+def score_translator(generator: Path, ingest_dir: Path, max_slices: int) -> dict[str, float]:
+    """``structure_score`` (band around the labels) and ``structure_score_head`` of ``generator`` on ceT1 slices."""
+    images, labels = labelled_slices(ingest_dir, max_slices)
+    model = load_translator(generator)
+    source, masks = torch.from_numpy(images), torch.from_numpy(labels).long()
+    with torch.inference_mode():
+        translated = torch.cat(
+            [model.translate(source[i : i + BATCH, None], masks[i : i + BATCH])[:, 0].cpu() for i in range(0, len(source), BATCH)]
+        )
+    radius = max(2, images.shape[-1] // 32)
+    band = structure_score(source, translated, structure_band(masks, radius))
+    head = structure_score(source, translated, source > HEAD_THRESHOLD)
+    return {"structure_score": float(band.mean()), "structure_score_head": float(head.mean()), "score_slices": len(source)}

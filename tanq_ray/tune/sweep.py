@@ -1,0 +1,191 @@
+"""``tanq sweep``: a Ray Tune sweep over translator configurations, resumable, tracked in MLflow.
+
+Layout under ``<output_dir>/sweep/<sweep.name>/``: ``sweep.json`` (trial list
+fingerprint, MLflow run id), ``tune/`` (Tune's experiment state),
+``trials/<trial>/`` (one per trial, see :mod:`tanq_ray.tune.trial`) and
+``results.md`` / ``results.csv`` (trials x metrics, best first).
+
+Running the same sweep again resumes it: Tune restores its experiment, trials
+that finished are not run again, interrupted ones continue from their last
+Ray Train checkpoint, and the sweep's MLflow run is reopened, so each trial
+keeps exactly one child run. A sweep whose trials or training settings
+changed is refused (choose a new ``sweep.name``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from tanq_ray.cluster import ensure_ray
+from tanq_ray.config import Config, ConfigError
+from tanq_ray.data.shards import Manifest
+from tanq_ray.io_utils import write_text_atomic
+from tanq_ray.tables import Table
+from tanq_ray.tracking import Tracker
+from tanq_ray.train.launcher import check_resources, model_tags
+from tanq_ray.tune.space import TrialSpec, plan_trials, trial_config
+from tanq_ray.tune.trial import read_trial_record, run_trial, trial_dir
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "sweep.json"
+DATA_CPU = 0.5  # CPU left per trial for its Ray Data read tasks
+RANK_METRIC = "structure_score"
+TRIAL_CPU = 0.01  # the trial function only waits for its TorchTrainer, which reserves the real resources (Tune refuses 0)
+
+
+class SweepFailedError(RuntimeError):
+    """Some trials failed; the table of the others was still written."""
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """The sweep's table and timing."""
+
+    folder: Path
+    table: Table
+    markdown: Path
+    csv: Path
+    best_trial: str | None
+    concurrency: int
+    wall_seconds: float
+    trial_seconds: float  # sum over the trials run by this invocation
+
+
+def sweep_dir(config: Config) -> Path:
+    return config.stage_dir("sweep") / config.sweep.name
+
+
+def concurrent_trials(config: Config, resources: Mapping[str, float], n_trials: int) -> int:
+    """Trials at once: ``sweep.max_concurrent_trials``, else what the cluster holds (workers + ``DATA_CPU`` each)."""
+    if config.sweep.max_concurrent_trials is not None:
+        return min(config.sweep.max_concurrent_trials, n_trials)
+    train = config.train
+    slots = math.floor(resources.get("CPU", 0.0) / (train.num_workers * train.cpus_per_worker + DATA_CPU))
+    if train.use_gpu:
+        slots = min(slots, math.floor(resources.get("GPU", 0.0) / train.num_workers))
+    return max(1, min(slots, n_trials))
+
+
+def _fingerprint(config: Config, trials: list[TrialSpec]) -> str:
+    """What a resumed sweep must share with the original: the trials and the settings they train with."""
+    tree = config.model_dump(mode="json")
+    settings = {key: tree[key] for key in ("output_dir", "data", "ingest", "models", "train")}
+    text = json.dumps({"trials": [t.to_dict() for t in trials], "settings": settings, "score": config.sweep.score_slices}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_resumable(folder: Path, fingerprint: str) -> dict[str, Any]:
+    path = folder / SWEEP_FILE
+    if not path.is_file():
+        return {}
+    state = json.loads(path.read_text())
+    if state.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"sweep '{folder.name}' in '{folder}' was started with other trials or training settings; "
+            "set sweep.name to start a new sweep, or delete that folder"
+        )
+    return state
+
+
+def _table(config: Config, trials: list[TrialSpec], folder: Path, errors: Mapping[str, str]) -> Table:
+    """One row per trial from its ``trial.json``: row, tags, axis values, scores, generator loss, status; best first."""
+    axes = list(dict.fromkeys(key for trial in trials for key in trial.overrides))
+    rows: list[dict[str, Any]] = []
+    for trial in trials:
+        record = read_trial_record(trial_dir(folder, trial))
+        metrics = record.get("metrics", {})
+        status = "finished" if metrics else (f"error: {errors[trial.name]}" if trial.name in errors else "not finished")
+        tags = model_tags(trial_config(config, trial))
+        rows.append({"trial": trial.name, "row": trial.row} | tags | trial.overrides | metrics | {"status": status})
+    rows.sort(key=lambda row: -row.get(RANK_METRIC, -math.inf))
+    columns = [
+        "trial", "row", "model", "norm", "segdecoder", "patch_select", *axes,
+        RANK_METRIC, "structure_score_head", "loss_G", "train_seconds", "attempts", "status",
+    ]  # fmt: skip; every loss is in each trial's MLflow run
+    return Table(columns, rows)
+
+
+def _tuner(config: Config, trials: list[TrialSpec], folder: Path, run_id: str, concurrency: int) -> Any:
+    """A new Tuner over the trials, or the restored one of an interrupted sweep."""
+    from ray import tune
+
+    trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
+    tune_dir = folder / "tune"
+    if tune.Tuner.can_restore(str(tune_dir)):
+        log.info("resuming sweep '%s' from %s", config.sweep.name, tune_dir)
+        return tune.Tuner.restore(str(tune_dir), trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space={
+            "base": config.model_dump(mode="json"),
+            "trial": tune.grid_search([trial.to_dict() for trial in trials]),
+            "sweep_dir": str(folder.resolve()),
+            "sweep_run_id": run_id,
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=concurrency,
+            trial_name_creator=lambda t: TrialSpec.from_dict(t.config["trial"]).name,
+            trial_dirname_creator=lambda t: TrialSpec.from_dict(t.config["trial"]).name,
+        ),
+        run_config=tune.RunConfig(name="tune", storage_path=str(folder.resolve()), failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
+def run_sweep(config: Config) -> SweepResult:
+    """Plan, check, run (or resume) the sweep; write and log its table. Raises :class:`SweepFailedError` if trials failed."""
+    import ray
+
+    trials = plan_trials(config.sweep)
+    trial_configs = [trial_config(config, trial) for trial in trials]  # every trial's config is valid before any work
+    Manifest.read(config.stage_dir("ingest"))
+    folder = sweep_dir(config)
+    fingerprint = _fingerprint(config, trials)
+    state = _check_resumable(folder, fingerprint)
+    ensure_ray(config)
+    for trial_settings in trial_configs:
+        check_resources(trial_settings)
+    concurrency = concurrent_trials(config, ray.cluster_resources(), len(trials))
+    tracker = Tracker(config)
+    started = time.time()
+    with tracker.invocation("sweep", tags={"sweep": config.sweep.name}, resume_run_id=state.get("run_id")) as run:
+        write_text_atomic(folder / SWEEP_FILE, json.dumps({"fingerprint": fingerprint, "run_id": run.run_id, "trials": [t.name for t in trials]}, indent=1))
+        log.info("sweep '%s': %d trials, %d at once; MLflow run %s", config.sweep.name, len(trials), concurrency, run.run_id)
+        results = _tuner(config, trials, folder, run.run_id, concurrency).fit()
+        wall = time.time() - started
+        errors = {
+            TrialSpec.from_dict(result.config["trial"]).name: f"{type(result.error).__name__}: {result.error}".splitlines()[0][:200]
+            for result in results
+            if result.error is not None
+        }
+        table = _table(config, trials, folder, errors)
+        markdown, comma_separated = table.write(folder / "results")
+        run.log_artifact(markdown)
+        run.log_artifact(comma_separated)
+        ran_now = [read_trial_record(trial_dir(folder, t)) for t in trials]
+        trial_seconds = sum(r["metrics"]["trial_seconds"] for r in ran_now if r.get("metrics") and r.get("started_at", 0) >= started)
+        finished = [row for row in table.rows if row["status"] == "finished"]
+        best = finished[0]["trial"] if finished else None
+        run.log_metrics(
+            {
+                "trials": len(trials),
+                "trials_finished": len(finished),
+                "concurrency": concurrency,
+                "wall_seconds": wall,
+                "trial_seconds_sum": trial_seconds,
+                "parallel_efficiency": trial_seconds / (wall * concurrency) if trial_seconds else float("nan"),
+            }
+            | ({f"best_{RANK_METRIC}": finished[0][RANK_METRIC]} if finished else {})
+        )
+        if best:
+            run.set_tags({"best_trial": best})
+        if errors:
+            raise SweepFailedError(f"{len(errors)} of {len(trials)} trials failed (table in {markdown}): " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    return SweepResult(folder, table, markdown, comma_separated, best, concurrency, wall, trial_seconds)

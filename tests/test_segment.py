@@ -1,0 +1,197 @@
+"""nnUNet on Ray end to end on a tiny phantom: train 2 folds of 2d, select, log, predict, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from tanq_ray.config import SegmentConfig
+from tanq_ray.data.phantom import generate_cohort
+from tanq_ray.segment import (
+    FoldLogging,
+    Segmenter,
+    TrainingCase,
+    load_segmenter,
+    predict_volumes,
+    probabilities_path,
+    refine_pseudo_labels,
+    train_segmenter,
+)
+
+from tanq_ray.segment.folders import NnUNetFolders
+from tanq_ray.segment.folds import run_folds
+
+
+class TinySettings(SegmentConfig):
+    """SegmentConfig plus the proposed ``test_time_mirroring`` setting (read with getattr by the segment package)."""
+
+    test_time_mirroring: bool = False
+
+
+# The tiny config's schedule (configs/tiny.yaml): 2 folds of 2d, 2 epochs x 5 iterations, batch 4.
+TINY = TinySettings(configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory):
+    return generate_cohort(tmp_path_factory.mktemp("phantom"), cases=4, eval_cases=2, size=48, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> FoldLogging:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("segment-tests")
+    parent = client.create_run(experiment_id, run_name="segment", tags={"stage": "segment"})
+    return FoldLogging(uri, experiment_id, parent.info.run_id)
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, cohort, tracking: FoldLogging, tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
+    train = cohort.train_dir
+    cases = [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
+    start = time.perf_counter()
+    segmenter = train_segmenter(TINY, tmp_path_factory.mktemp("segment"), cases, logging=tracking, use_gpu=False)
+    print(f"train_segmenter, 2 folds of 2d on 2 CPUs: {time.perf_counter() - start:.1f} s")
+    return segmenter
+
+
+def test_train_segmenter_trains_every_fold_and_selects(trained: Segmenter) -> None:
+    assert trained.configurations == ("2d",)
+    assert trained.folds == (0, 1)
+    assert trained.trained
+    assert [(r.configuration, r.fold, r.trained, r.start_epoch) for r in trained.fold_results] == [
+        ("2d", 0, True, 0),
+        ("2d", 1, True, 0),
+    ]
+    for fold in trained.folds:
+        fold_dir = trained.folders.fold_dir("2d", fold)
+        assert (fold_dir / "checkpoint_final.pth").is_file()
+        assert (fold_dir / "validation" / "summary.json").is_file()
+    assert trained.postprocessing_file.is_file()
+    assert set(trained.cv_dice) == {"TanqTrainer__nnUNetPlans__2d"}
+    assert load_segmenter(trained.work_dir) == trained
+
+
+def test_each_fold_logs_its_epochs_to_a_child_run(trained: Segmenter, tracking: FoldLogging) -> None:
+    client = MlflowClient(tracking.tracking_uri)
+    runs = client.search_runs(
+        [tracking.experiment_id], f"tags.mlflow.parentRunId = '{tracking.parent_run_id}' and tags.stage = 'fold'"
+    )
+    assert sorted((r.data.tags["configuration"], r.data.tags["fold"]) for r in runs) == [("2d", "0"), ("2d", "1")]
+    metric_names = []
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "train_loss")
+        assert sorted(m.step for m in history) == [0, 1]
+        assert all(np.isfinite(m.value) for m in history)
+        metric_names.append(set(run.data.metrics))
+    assert metric_names[0] == metric_names[1]
+    assert {"val_loss", "pseudo_dice", "ema_pseudo_dice", "pseudo_dice_VS", "pseudo_dice_cochlea", "final_val_dice"} <= metric_names[0]
+
+
+def test_predict_volumes_writes_labels_on_the_input_grids(trained: Segmenter, cohort, tmp_path: Path) -> None:
+    images = [(case, cohort.eval_dir / f"{case}_hrT2.nii.gz") for case in cohort.eval_case_ids]
+    start = time.perf_counter()
+    outputs = predict_volumes(trained, images, tmp_path / "pred", chunk_size=1, save_probabilities=True)
+    print(f"predict_volumes, {len(images)} volumes in {len(images)} tasks: {time.perf_counter() - start:.1f} s")
+    assert set(outputs) == set(cohort.eval_case_ids)
+    postprocessing = json.loads((trained.postprocessing_file.with_suffix(".json")).read_text())
+    for case, image_path in images:
+        image, label = nib.load(str(image_path)), nib.load(str(outputs[case]))
+        assert outputs[case] == tmp_path / "pred" / f"{case}.nii.gz"
+        assert label.shape == image.shape
+        np.testing.assert_allclose(label.affine, image.affine, atol=1e-4)
+        values = np.asarray(label.dataobj)
+        assert np.issubdtype(values.dtype, np.integer) and set(np.unique(values)) <= {0, 1, 2}
+        probabilities = np.load(probabilities_path(outputs[case]))["probabilities"]
+        assert probabilities.shape == (3, *image.shape)
+        if not postprocessing["postprocessing_fns"]:  # float16 storage may break a near tie the other way
+            assert np.mean(probabilities.argmax(axis=0) == values) > 0.999
+
+    written = {case: path.stat().st_mtime_ns for case, path in outputs.items()}
+    predict_volumes(trained, images, tmp_path / "pred", save_probabilities=True)  # nothing left to do
+    assert {case: path.stat().st_mtime_ns for case, path in outputs.items()} == written
+
+    refined = refine_pseudo_labels(outputs, tmp_path / "refined")
+    for case in outputs:
+        assert nib.load(str(refined[case])).shape == nib.load(str(outputs[case])).shape
+
+
+def test_second_call_trains_nothing(trained: Segmenter, cohort) -> None:
+    train = cohort.train_dir
+    cases = [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
+    checkpoints = {f: (trained.folders.fold_dir("2d", f) / "checkpoint_final.pth").stat().st_mtime_ns for f in trained.folds}
+    start = time.perf_counter()
+    again = train_segmenter(TINY, trained.work_dir, cases, use_gpu=False)
+    seconds = time.perf_counter() - start
+    print(f"second train_segmenter call: {seconds:.1f} s")
+    assert not again.trained
+    assert [r.trained for r in again.fold_results] == [False, False]
+    assert again.configurations == trained.configurations
+    assert again.postprocessing_file == trained.postprocessing_file
+    assert {f: (trained.folders.fold_dir("2d", f) / "checkpoint_final.pth").stat().st_mtime_ns for f in trained.folds} == checkpoints
+
+
+def _fold_worker_pid(results_dir: Path, task_name: str) -> int | None:
+    """The Ray worker process running ``task_name`` on this work folder (its title and environment say so)."""
+    wanted = f"nnUNet_results={results_dir}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(f"ray::{task_name}".encode()):
+                continue
+            if wanted in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the Ray worker through /proc")
+def test_a_fold_task_that_dies_is_retried_and_continues_from_its_checkpoint(
+    trained: Segmenter, tracking: FoldLogging, tmp_path: Path
+) -> None:
+    # Same dataset, plans and complete fold 1 as the trained model: only fold 0 is left to train.
+    folders = NnUNetFolders(tmp_path / "work", trained.dataset_name)
+    shutil.copytree(trained.folders.raw, folders.raw)
+    shutil.copytree(trained.folders.preprocessed, folders.preprocessed)
+    shutil.copytree(trained.folders.fold_dir("2d", 1), folders.fold_dir("2d", 1))
+    settings = TinySettings(configurations=["2d"], folds=2, epochs=6, iterations_per_epoch=2, batch_size=4)
+    client = MlflowClient(tracking.tracking_uri)
+    parent = client.create_run(tracking.experiment_id, run_name="failure test").info.run_id
+    logging = FoldLogging(tracking.tracking_uri, tracking.experiment_id, parent)
+
+    results = []
+    worker = threading.Thread(target=lambda: results.extend(run_folds(folders, settings, False, logging)))
+    worker.start()
+    latest = folders.fold_dir("2d", 0) / "checkpoint_latest.pth"
+    deadline = time.monotonic() + 600
+    while not latest.is_file():
+        assert worker.is_alive() and time.monotonic() < deadline, "fold 0 never wrote checkpoint_latest.pth"
+        time.sleep(0.1)
+    pid = _fold_worker_pid(folders.results, "nnunet_fold_2d_0")
+    assert pid is not None, "no Ray worker is running fold 0"
+    os.kill(pid, signal.SIGKILL)
+    worker.join(timeout=900)
+    assert not worker.is_alive()
+
+    fold0 = next(result for result in results if result.fold == 0)
+    assert fold0.trained and 1 <= fold0.start_epoch < settings.epochs  # resumed, not restarted
+    assert (folders.fold_dir("2d", 0) / "checkpoint_final.pth").is_file()
+    assert not latest.exists()  # nnUNet removes it once the final checkpoint is written
+    [run] = client.search_runs([tracking.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    starts = [m.value for m in client.get_metric_history(run.info.run_id, "start_epoch")]
+    assert sorted(starts) == [0, fold0.start_epoch]  # both attempts logged to the same child run
+    assert run.info.status == "FINISHED"

@@ -1,0 +1,143 @@
+"""nnUNet raw dataset writer, input checks, grouped folds and pseudo-label refinement (no Ray, no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tanq_ray.data.phantom import generate_cohort
+from tanq_ray.segment.dataset import DatasetError, TrainingCase, fold_splits, write_raw_dataset
+from tanq_ray.segment.folders import NnUNetFolders, dataset_name
+from tanq_ray.segment.predict import probabilities_path
+from tanq_ray.segment.refine import refine_label, refine_pseudo_labels
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory):
+    return generate_cohort(tmp_path_factory.mktemp("phantom"), cases=4, eval_cases=0, size=48, seed=0)
+
+
+def stand_in_cases(cohort) -> list[TrainingCase]:
+    """The phantom's ceT1 volumes stand in for hrT2: nnUNet does not care about the contrast."""
+    train = cohort.train_dir
+    return [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
+
+
+def folders_in(path: Path) -> NnUNetFolders:
+    return NnUNetFolders(path, dataset_name(501))
+
+
+def save(array: np.ndarray, path: Path, zooms: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> Path:
+    nib.save(nib.Nifti1Image(array, np.diag([*zooms, 1.0])), str(path))
+    return path
+
+
+def test_raw_dataset_passes_nnunet_integrity_check(cohort, tmp_path: Path) -> None:
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    folders = folders_in(tmp_path)
+    cases = stand_in_cases(cohort)
+    assert write_raw_dataset(folders, cases) is True
+    meta = json.loads((folders.raw_dataset / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "hrT2"}
+    assert meta["labels"] == {"background": 0, "VS": 1, "cochlea": 2}
+    assert meta["file_ending"] == ".nii.gz" and meta["numTraining"] == 4
+    for case in cases:
+        assert (folders.raw_dataset / "imagesTr" / f"{case.case_id}_0000.nii.gz").is_file()
+        assert (folders.raw_dataset / "labelsTr" / f"{case.case_id}.nii.gz").is_file()
+    verify_dataset_integrity(str(folders.raw_dataset), 1)  # raises on any problem
+
+    assert write_raw_dataset(folders, cases) is False  # complete and identical: kept
+    with pytest.raises(DatasetError, match="other training cases"):
+        write_raw_dataset(folders, cases[:3])
+
+
+def test_missing_label_is_named(cohort, tmp_path: Path) -> None:
+    case = stand_in_cases(cohort)[0]
+    missing = tmp_path / "nowhere_Label.nii.gz"
+    with pytest.raises(DatasetError, match="label file '.*nowhere_Label.nii.gz' does not exist"):
+        write_raw_dataset(folders_in(tmp_path / "work"), [TrainingCase(case.case_id, case.image, missing)])
+    assert not list((tmp_path / "work").rglob("dataset.json"))
+
+
+def test_shape_mismatch_names_both_files(tmp_path: Path) -> None:
+    image = save(np.zeros((8, 8, 4), np.float32), tmp_path / "a_hrT2.nii.gz")
+    label = save(np.zeros((8, 9, 4), np.uint8), tmp_path / "a_Label.nii.gz")
+    with pytest.raises(DatasetError, match=r"a_Label.nii.gz' has shape \(8, 9, 4\) but image '.*a_hrT2.nii.gz' has \(8, 8, 4\)"):
+        write_raw_dataset(folders_in(tmp_path / "work"), [TrainingCase("a", image, label)])
+
+
+def test_voxel_size_mismatch_is_refused(tmp_path: Path) -> None:
+    image = save(np.zeros((8, 8, 4), np.float32), tmp_path / "a_hrT2.nii.gz", (1.0, 1.0, 1.5))
+    label = save(np.zeros((8, 8, 4), np.uint8), tmp_path / "a_Label.nii.gz", (1.0, 1.0, 1.0))
+    with pytest.raises(DatasetError, match="a_Label.nii.gz' has voxel size"):
+        write_raw_dataset(folders_in(tmp_path / "work"), [TrainingCase("a", image, label)])
+
+
+def test_unexpected_label_values_are_named(tmp_path: Path) -> None:
+    image = save(np.zeros((8, 8, 4), np.float32), tmp_path / "a_hrT2.nii.gz")
+    values = np.zeros((8, 8, 4), np.uint8)
+    values[0, 0, 0], values[1, 1, 1] = 3, 2
+    label = save(values, tmp_path / "a_Label.nii.gz")
+    with pytest.raises(DatasetError, match=r"a_Label.nii.gz' holds values \[3\] outside"):
+        write_raw_dataset(folders_in(tmp_path / "work"), [TrainingCase("a", image, label)])
+
+
+def test_duplicate_and_malformed_case_ids(cohort, tmp_path: Path) -> None:
+    case = stand_in_cases(cohort)[0]
+    with pytest.raises(DatasetError, match="given more than once"):
+        write_raw_dataset(folders_in(tmp_path), [case, case])
+    with pytest.raises(DatasetError, match="may only hold"):
+        write_raw_dataset(folders_in(tmp_path), [TrainingCase("bad id/1", case.image, case.label)])
+
+
+def test_folds_keep_the_views_of_a_subject_together() -> None:
+    cases = [TrainingCase(f"s{i}__{view}", Path("x"), Path("y")) for i in range(6) for view in ("tanq", "cyclegan")]
+    cases += [TrainingCase("real_hrT2_1", Path("x"), Path("y"))]
+    splits = fold_splits(cases, 3)
+    assert len(splits) == 3
+    held_out = [case for split in splits for case in split["val"]]
+    assert sorted(held_out) == sorted(c.case_id for c in cases)  # every case validated exactly once
+    for split in splits:
+        assert not set(split["train"]) & set(split["val"])
+        for case in split["val"]:
+            if "__" in case:
+                subject = case.split("__")[0]
+                assert {f"{subject}__tanq", f"{subject}__cyclegan"} <= set(split["val"])
+
+
+def test_one_fold_is_an_80_20_split_and_too_few_subjects_fail() -> None:
+    cases = [TrainingCase(f"s{i}", Path("x"), Path("y")) for i in range(10)]
+    [split] = fold_splits(cases, 1)
+    assert (len(split["train"]), len(split["val"])) == (8, 2)
+    with pytest.raises(DatasetError, match="needs at least 5 subjects, got 4"):
+        fold_splits(cases[:4], 5)
+
+
+def test_refine_keeps_largest_vs_and_drops_unsure_voxels() -> None:
+    label = np.zeros((12, 12, 6), np.uint8)
+    label[1:5, 1:5, 1:4] = 1  # large VS
+    label[9:11, 9:11, 4] = 1  # small stray VS blob
+    label[8, 1, 1] = 2  # cochlea, confident
+    label[8, 3, 1] = 2  # cochlea, unsure
+    probabilities = np.zeros((3, *label.shape), np.float32)
+    for value in range(3):
+        probabilities[value][label == value] = 0.9
+    probabilities[2, 8, 3, 1] = 0.4
+    refined = refine_label(label, probabilities, min_confidence=0.5)
+    assert refined[1:5, 1:5, 1:4].min() == 1
+    assert refined[9:11, 9:11, 4].max() == 0
+    assert refined[8, 1, 1] == 2 and refined[8, 3, 1] == 0
+
+
+def test_refine_needs_the_saved_probabilities(tmp_path: Path) -> None:
+    label = save(np.ones((4, 4, 2), np.uint8), tmp_path / "a.nii.gz")
+    with pytest.raises(FileNotFoundError, match="a.npz' does not exist; predict with save_probabilities=True"):
+        refine_pseudo_labels({"a": label}, tmp_path / "refined")
+    np.savez_compressed(probabilities_path(label), probabilities=np.full((3, 4, 4, 2), 0.2, np.float16))
+    refined = refine_pseudo_labels({"a": label}, tmp_path / "refined")
+    assert np.asarray(nib.load(str(refined["a"])).dataobj).max() == 0  # all unsure -> background
