@@ -20,9 +20,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(VENV)/bin/tanq ingest --config configs/tiny.yaml
-	$(VENV)/bin/tanq train --config configs/tiny.yaml model=tanq
-	$(VENV)/bin/tanq runs --config configs/tiny.yaml --limit 8
+	$(VENV)/bin/tanq pipeline --config configs/tiny.yaml
 
 test: venv
 	$(VENV)/bin/pytest -q
@@ -35,6 +33,8 @@ bench: venv
 	$(VENV)/bin/tanq bench step --json runs/bench/step.json
 	$(VENV)/bin/tanq bench train --json runs/bench/train.json
 	$(VENV)/bin/tanq bench sweep --json runs/bench/sweep.json
+	$(VENV)/bin/tanq bench translate --json runs/bench/translate.json
+	$(VENV)/bin/tanq bench segment --json runs/bench/segment.json
 
 clean:
 	rm -rf runs mlruns mlartifacts mlflow.db

@@ -24,9 +24,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tanq_ray.data.ingest import IngestError
     from tanq_ray.data.layout import LayoutError
     from tanq_ray.train.launcher import TrainingSetupError
+    from tanq_ray.evaluate import EvaluationError
+    from tanq_ray.segment import DatasetError
+    from tanq_ray.translate import TranslateError
     from tanq_ray.tune.sweep import SweepFailedError
 
-    return (ConfigError, FileNotFoundError, LayoutError, IngestError, TrainingSetupError, SweepFailedError)
+    return (
+        ConfigError, FileNotFoundError, LayoutError, IngestError, TrainingSetupError, SweepFailedError,
+        TranslateError, DatasetError, EvaluationError,
+    )  # fmt: skip
 
 
 def _print_run(tracker: "Tracker", parent: "RunHandle") -> None:
@@ -90,6 +96,48 @@ def _cmd_sweep(args: argparse.Namespace, config: Config) -> None:
     )
 
 
+def _cmd_translate(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.stages import existing_generators, translate_stage
+    from tanq_ray.tracking import Tracker
+
+    generators = {model: Path(path) for model, path in existing_generators(config).items()}
+    tracker = Tracker(config)
+    with tracker.invocation("translate") as parent:
+        result = translate_stage(config, tracker, parent, generators)
+    print(
+        f"translate: {len(result.cases)} pseudo-hrT2 volumes in {config.stage_dir('translate')} ({result.volumes} written, "
+        f"{result.reused} reused; {result.seconds / max(result.slices, 1):.4f} s per slice)"
+    )
+    _print_run(tracker, parent)
+
+
+def _cmd_segment(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.pipeline import run_pipeline
+
+    result = run_pipeline(config, from_translate=True)
+    print(result.table_markdown or "no evaluation labels (data.eval_labels_dir): nothing scored", end="")
+
+
+def _cmd_pipeline(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.pipeline import run_pipeline
+
+    result = run_pipeline(config)
+    print(result.stages.markdown(), end="")
+    print(result.table_markdown or "no evaluation labels (data.eval_labels_dir): nothing scored", end="")
+    print(f"evaluation in {result.evaluation_dir}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from tanq_ray.evaluate import comparison_table, evaluate_folder, load_per_case
+
+    evaluation = evaluate_folder(args.pred, args.gt, args.out)
+    runs = {str(args.pred): evaluation.per_case}
+    if args.compare is not None:
+        runs[str(args.compare)] = load_per_case(args.compare)
+    print(comparison_table(runs, reference=str(args.compare) if args.compare else None).markdown(), end="")
+    print(f"per case: {evaluation.per_case_path}; summary: {evaluation.summary_path}")
+
+
 def _cmd_runs(args: argparse.Namespace, config: Config) -> None:
     from tanq_ray.runs import format_runs
     from tanq_ray.tracking import Tracker
@@ -129,6 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="Ray Tune sweep over translator rows and axes (resumable)")
     _add_config_arguments(sweep)
     sweep.set_defaults(handler=_cmd_sweep, needs_config=True)
+
+    translate = sub.add_parser("translate", help="ceT1 -> pseudo-hrT2 volumes with both trained translators (Ray Data)")
+    _add_config_arguments(translate)
+    translate.set_defaults(handler=_cmd_translate, needs_config=True)
+
+    segment = sub.add_parser("segment", help="translate, nnUNet rounds (folds as Ray tasks), self-training, evaluate")
+    _add_config_arguments(segment)
+    segment.set_defaults(handler=_cmd_segment, needs_config=True)
+
+    pipeline = sub.add_parser("pipeline", help="every stage, completed ones skipped (stage caching)")
+    _add_config_arguments(pipeline)
+    pipeline.set_defaults(handler=_cmd_pipeline, needs_config=True)
+
+    evaluate = sub.add_parser("evaluate", help="Dice and ASSD of predicted label volumes against the truth")
+    evaluate.add_argument("--pred", type=Path, required=True, help="folder of predicted <case>.nii.gz")
+    evaluate.add_argument("--gt", type=Path, required=True, help="folder of true <case>_Label.nii.gz")
+    evaluate.add_argument("--out", type=Path, default=None, help="where per_case.csv and summary.json go (default: --pred)")
+    evaluate.add_argument("--compare", type=Path, default=None, help="another run's per_case.csv: adds a paired t-test")
+    evaluate.set_defaults(handler=_cmd_evaluate)
 
     runs = sub.add_parser("runs", help="list recent MLflow runs of the experiment")
     _add_config_arguments(runs)

@@ -107,6 +107,15 @@ class SegmentConfig(StrictModel):
     initial_lr: float = Field(0.01, gt=0)
     self_training_rounds: int = Field(4, ge=0)
     refine_pseudo_labels: bool = Field(False, description="clean pseudo-labels before retraining (paper's future work)")
+    refine_min_confidence: float = Field(
+        0.5, ge=0, le=1, description="refinement: foreground voxels with a lower softmax become background"
+    )
+    test_time_mirroring: bool = Field(True, description="nnUNet's mirrored predictions (off: 4x / 8x cheaper in 2d / 3d)")
+    augmentation_processes: int = Field(
+        0, ge=0, description="nnUNet augmentation processes per fold (0 = in the training process); a fold reserves 1 + this many CPUs"
+    )
+    fold_retries: int = Field(2, ge=0, description="Ray retries of a fold task that failed or died (it resumes from its checkpoint)")
+    max_parallel_folds: int | None = Field(None, ge=1, description="fold tasks at once; unset = as many as the cluster holds")
 
     @field_validator("configurations")
     @classmethod
@@ -139,6 +148,9 @@ class SweepConfig(StrictModel):
         None, ge=1, description="unset = as many as the cluster's CPUs/GPUs hold (workers + half a CPU for data each)"
     )
     score_slices: int = Field(64, ge=1, description="labelled ceT1 slices translated for the structure score")
+    downstream: bool = Field(
+        False, description="also train nnUNet (segment.*) on each trial's translations and score the labelled evaluation hrT2"
+    )
 
     @field_validator("rows")
     @classmethod

@@ -70,8 +70,9 @@ def kill_cluster_processes(temp: Path) -> None:
 class Cluster:
     """Head + one worker node with its own custom resource, an MLflow server, and a shared output folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend_store_uri: str | None = None) -> None:
         self.temp = Path(tempfile.mkdtemp(prefix="tq-ray-", dir="/tmp"))  # short: Ray's socket paths are limited
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{self.temp / 'mlflow.db'}"
         self.gcs, self.dashboard_port, mlflow_port = free_port(), free_port(), free_port()
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.mlflow = f"http://127.0.0.1:{mlflow_port}"
@@ -106,10 +107,10 @@ class Cluster:
         )  # fmt: skip
         self.mlflow_server = subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", self.mlflow.rsplit(":", 1)[1],
-             "--backend-store-uri", f"sqlite:///{self.temp / 'mlflow.db'}", "--artifacts-destination", str(self.temp / "artifacts")],
+             "--backend-store-uri", self.backend_store_uri, "--artifacts-destination", str(self.temp / "artifacts")],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
-        wait_for(f"{self.mlflow}/health", 90)
+        wait_for(f"{self.mlflow}/health", 180)
         wait_for(f"{self.dashboard}/api/version", 60)
 
     def stop(self) -> None:

@@ -18,7 +18,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Iterator
 import pytest
 from mlflow import MlflowClient
 
-from test_cluster import BIN, Cluster, free_port, wait_for
+from test_cluster import Cluster, free_port
 
 POSTGRES_TOOLS = ("initdb", "pg_ctl", "createdb")
 DEBIAN_POSTGRES = Path("/usr/lib/postgresql")  # where Debian's postgresql-<version> packages put the server
@@ -103,21 +102,8 @@ class PostgresTrackedCluster(Cluster):
     """tests/test_cluster.py's two-node cluster, with its MLflow server on PostgreSQL and the URI in the nodes' environment."""
 
     def __init__(self, backend_store_uri: str) -> None:
-        super().__init__()
-        self.backend_store_uri = backend_store_uri
+        super().__init__(backend_store_uri)
         self.env["MLFLOW_TRACKING_URI"] = self.mlflow  # every Ray process inherits it, as from a ConfigMap
-
-    def start(self) -> None:
-        super().start()
-        # Cluster starts its MLflow server on SQLite; replace it at the same address by one on PostgreSQL.
-        os.killpg(self.mlflow_server.pid, signal.SIGKILL)
-        self.mlflow_server.wait()
-        self.mlflow_server = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", self.mlflow.rsplit(":", 1)[1],
-             "--backend-store-uri", self.backend_store_uri, "--artifacts-destination", str(self.temp / "artifacts")],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        wait_for(f"{self.mlflow}/health", 180)
 
     def run_in_place(self, script: str, *args: str) -> str:
         """``ray job submit`` without a working dir: the job runs where ``ray start`` ran (the repository)."""

@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -32,14 +33,8 @@ from tanq_ray.segment.folders import NnUNetFolders
 from tanq_ray.segment.folds import run_folds
 
 
-class TinySettings(SegmentConfig):
-    """SegmentConfig plus the proposed ``test_time_mirroring`` setting (read with getattr by the segment package)."""
-
-    test_time_mirroring: bool = False
-
-
-# The tiny config's schedule (configs/tiny.yaml): 2 folds of 2d, 2 epochs x 5 iterations, batch 4.
-TINY = TinySettings(configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4)
+# A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4, no test-time mirroring.
+TINY = SegmentConfig(configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4, test_time_mirroring=False)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +78,23 @@ def test_train_segmenter_trains_every_fold_and_selects(trained: Segmenter) -> No
     assert load_segmenter(trained.work_dir) == trained
 
 
+def test_saved_segmenter_follows_its_work_folder(trained: Segmenter, tmp_path: Path) -> None:
+    shutil.copy(trained.work_dir / "segmenter.json", tmp_path / "segmenter.json")
+    moved = load_segmenter(tmp_path)
+    assert moved.work_dir == tmp_path.resolve()
+    assert moved.postprocessing_file == tmp_path.resolve() / trained.postprocessing_file.relative_to(trained.work_dir)
+    assert moved.configurations == trained.configurations and moved.fold_results == trained.fold_results
+
+
+def test_schedule_without_test_time_mirroring_reaches_the_checkpoint(trained: Segmenter) -> None:
+    import torch
+
+    checkpoint = torch.load(trained.folders.fold_dir("2d", 0) / "checkpoint_final.pth", weights_only=False)
+    assert checkpoint["trainer_name"] == "TanqTrainer"
+    assert checkpoint["current_epoch"] == TINY.epochs
+    assert checkpoint["inference_allowed_mirroring_axes"] is None  # TINY turns test-time mirroring off
+
+
 def test_each_fold_logs_its_epochs_to_a_child_run(trained: Segmenter, tracking: FoldLogging) -> None:
     client = MlflowClient(tracking.tracking_uri)
     runs = client.search_runs(
@@ -97,7 +109,8 @@ def test_each_fold_logs_its_epochs_to_a_child_run(trained: Segmenter, tracking: 
         assert all(np.isfinite(m.value) for m in history)
         metric_names.append(set(run.data.metrics))
     assert metric_names[0] == metric_names[1]
-    assert {"val_loss", "pseudo_dice", "ema_pseudo_dice", "pseudo_dice_VS", "pseudo_dice_cochlea", "final_val_dice"} <= metric_names[0]
+    expected = {"val_loss", "pseudo_dice", "ema_pseudo_dice", "pseudo_dice_VS", "pseudo_dice_cochlea", "final_val_dice"}
+    assert expected <= metric_names[0]
 
 
 def test_predict_volumes_writes_labels_on_the_input_grids(trained: Segmenter, cohort, tmp_path: Path) -> None:
@@ -131,7 +144,10 @@ def test_predict_volumes_writes_labels_on_the_input_grids(trained: Segmenter, co
 def test_second_call_trains_nothing(trained: Segmenter, cohort) -> None:
     train = cohort.train_dir
     cases = [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
-    checkpoints = {f: (trained.folders.fold_dir("2d", f) / "checkpoint_final.pth").stat().st_mtime_ns for f in trained.folds}
+    def checkpoint_times() -> dict[int, int]:
+        return {f: (trained.folders.fold_dir("2d", f) / "checkpoint_final.pth").stat().st_mtime_ns for f in trained.folds}
+
+    checkpoints = checkpoint_times()
     start = time.perf_counter()
     again = train_segmenter(TINY, trained.work_dir, cases, use_gpu=False)
     seconds = time.perf_counter() - start
@@ -140,7 +156,7 @@ def test_second_call_trains_nothing(trained: Segmenter, cohort) -> None:
     assert [r.trained for r in again.fold_results] == [False, False]
     assert again.configurations == trained.configurations
     assert again.postprocessing_file == trained.postprocessing_file
-    assert {f: (trained.folders.fold_dir("2d", f) / "checkpoint_final.pth").stat().st_mtime_ns for f in trained.folds} == checkpoints
+    assert checkpoint_times() == checkpoints
 
 
 def _fold_worker_pid(results_dir: Path, task_name: str) -> int | None:
@@ -168,7 +184,7 @@ def test_a_fold_task_that_dies_is_retried_and_continues_from_its_checkpoint(
     shutil.copytree(trained.folders.raw, folders.raw)
     shutil.copytree(trained.folders.preprocessed, folders.preprocessed)
     shutil.copytree(trained.folders.fold_dir("2d", 1), folders.fold_dir("2d", 1))
-    settings = TinySettings(configurations=["2d"], folds=2, epochs=6, iterations_per_epoch=2, batch_size=4)
+    settings = SegmentConfig(configurations=["2d"], folds=2, epochs=6, iterations_per_epoch=2, batch_size=4, test_time_mirroring=False)
     client = MlflowClient(tracking.tracking_uri)
     parent = client.create_run(tracking.experiment_id, run_name="failure test").info.run_id
     logging = FoldLogging(tracking.tracking_uri, tracking.experiment_id, parent)
@@ -195,3 +211,24 @@ def test_a_fold_task_that_dies_is_retried_and_continues_from_its_checkpoint(
     starts = [m.value for m in client.get_metric_history(run.info.run_id, "start_epoch")]
     assert sorted(starts) == [0, fold0.start_epoch]  # both attempts logged to the same child run
     assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_two_configurations_are_selected_between_and_ensembled(ray_local, cohort, tmp_path: Path) -> None:
+    train = cohort.train_dir
+    cases = [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
+    settings = SegmentConfig(configurations=["2d", "3d_fullres"], folds=2, epochs=1, iterations_per_epoch=2, batch_size=2, test_time_mirroring=False)
+    segmenter = train_segmenter(settings, tmp_path / "work", cases, use_gpu=False)
+    assert set(segmenter.cv_dice) == {
+        "TanqTrainer__nnUNetPlans__2d",
+        "TanqTrainer__nnUNetPlans__3d_fullres",
+        "ensemble___TanqTrainer__nnUNetPlans__2d___TanqTrainer__nnUNetPlans__3d_fullres___0_1",
+    }
+    assert set(segmenter.configurations) <= {"2d", "3d_fullres"}
+    ensemble = replace(segmenter, configurations=("2d", "3d_fullres"))  # whatever nnUNet chose, average both
+    case = cohort.eval_case_ids[0]
+    image_path = cohort.eval_dir / f"{case}_hrT2.nii.gz"
+    [output] = predict_volumes(ensemble, [(case, image_path)], tmp_path / "pred", save_probabilities=True).values()
+    assert nib.load(str(output)).shape == nib.load(str(image_path)).shape
+    probabilities = np.load(probabilities_path(output))["probabilities"].astype(np.float32)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-2)

@@ -67,7 +67,8 @@ def test_missing_label_is_named(cohort, tmp_path: Path) -> None:
 def test_shape_mismatch_names_both_files(tmp_path: Path) -> None:
     image = save(np.zeros((8, 8, 4), np.float32), tmp_path / "a_hrT2.nii.gz")
     label = save(np.zeros((8, 9, 4), np.uint8), tmp_path / "a_Label.nii.gz")
-    with pytest.raises(DatasetError, match=r"a_Label.nii.gz' has shape \(8, 9, 4\) but image '.*a_hrT2.nii.gz' has \(8, 8, 4\)"):
+    expected = r"a_Label.nii.gz' has shape \(8, 9, 4\) but image '.*a_hrT2.nii.gz' has \(8, 8, 4\)"
+    with pytest.raises(DatasetError, match=expected):
         write_raw_dataset(folders_in(tmp_path / "work"), [TrainingCase("a", image, label)])
 
 

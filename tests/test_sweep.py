@@ -170,3 +170,28 @@ def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trial
     assert all(0.0 <= r.data.metrics["structure_score"] <= 1.0 for r in trials)
     artifacts = {a.path for a in client.list_artifacts(sweeps[0].info.run_id)}
     assert {"results.md", "results.csv"} <= artifacts
+
+
+@pytest.mark.slow
+def test_a_downstream_sweep_ranks_by_the_dice_of_nnunet_trained_on_each_trials_translations(tmp_path: Path, ray_local) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    common = [
+        f"output_dir={tmp_path / 'out'}", f"tracking.tracking_uri={uri}", "tracking.experiment=downstream",
+        "phantom.cases=2", "phantom.eval_cases=2", "phantom.size=64", "ingest.image_size=32",
+    ]  # fmt: skip
+    assert main(["ingest", *common]) == 0
+    segment = [
+        "segment.configurations=[2d]", "segment.folds=2", "segment.epochs=1", "segment.iterations_per_epoch=2",
+        "segment.batch_size=2", "segment.test_time_mirroring=false",
+    ]  # fmt: skip
+    config = load_config(None, [*common, *TINY_MODEL, *segment, "sweep.rows=[cut,cyclegan]", "sweep.downstream=true", "sweep.score_slices=8"])
+    result = run_sweep(config)
+    assert [row["status"] for row in result.table.rows] == ["finished", "finished"]
+    dice = [row["dice_mean"] for row in result.table.rows]
+    assert all(0.0 <= d <= 1.0 for d in dice) and dice == sorted(dice, reverse=True)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("downstream").experiment_id])
+    trials = {r.info.run_id: r for r in runs if r.data.tags.get("stage") == "trial"}
+    assert all("dice_vs" in r.data.metrics for r in trials.values())
+    folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in trials]
+    assert len(folds) == 4  # 2 folds per trial, nested under the trial's run

@@ -16,6 +16,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "step": ("Translator training step and inference", "tanq_ray.bench.step"),
     "train": ("Ray Train: throughput, data stalls, overhead", "tanq_ray.bench.train"),
     "sweep": ("Ray Tune sweep: parallel efficiency", "tanq_ray.bench.sweep"),
+    "translate": ("Translate stage: seconds per slice and volume", "tanq_ray.bench.translate"),
+    "segment": ("nnUNet on Ray: folds in parallel, pseudo-labelling", "tanq_ray.bench.segment"),
 }
 
 

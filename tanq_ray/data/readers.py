@@ -74,7 +74,7 @@ def read_domain(
         order = np.random.default_rng().permutation(len(paths))
         paths, rows = [paths[i] for i in order], [rows[i] for i in order]
     source = ShardDatasource(paths, rows, list(columns or DOMAIN_COLUMNS[domain]), int(manifest.settings["image_size"]))
-    return ray.data.read_datasource(source, ray_remote_args={"num_cpus": READ_TASK_CPUS})
+    return ray.data.read_datasource(source, num_cpus=READ_TASK_CPUS)
 
 
 def _read_shards(paths: Sequence[str], columns: Sequence[str]) -> Iterator[pa.Table]:

@@ -17,10 +17,16 @@ variables already set before Python starts, so nnunetv2 is imported fresh in a
 process that only ever sees one work folder; workers are reused only by tasks
 with the same environment. The driver writes plain files (dataset, splits) and
 never imports nnunetv2.
+
+Ray workers run several threads, and a process forked while another thread
+holds a lock can hang forever; some nnUNet helpers open pools with the
+platform's default start method (fork on Linux). Every nnUNet task therefore
+starts with :func:`use_spawn`.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,12 @@ from typing import Any
 DATASET_NAME = "TanqVS"  # nnUNet dataset names are Dataset<ID>_<name>
 TRAINER_NAME = "TanqTrainer"  # must match tanq_ray.segment.trainer.TanqTrainer.__name__
 PLANS_NAME = "nnUNetPlans"  # nnUNet's default experiment planner writes these plans
+
+
+def use_spawn() -> None:
+    """Start this process's multiprocessing children with spawn, never fork (see the module docstring)."""
+    if multiprocessing.get_start_method(allow_none=True) != "spawn":
+        multiprocessing.set_start_method("spawn", force=True)
 
 
 def dataset_name(dataset_id: int) -> str:

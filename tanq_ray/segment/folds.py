@@ -20,7 +20,6 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import ray
 from mlflow import MlflowClient
@@ -28,10 +27,9 @@ from mlflow.entities import RunStatus
 
 from tanq_ray.config import SegmentConfig
 from tanq_ray.segment.dataset import LABELS
-from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders
+from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
 from tanq_ray.tracking import RunHandle
 
-DEFAULT_RETRIES = 2
 CLASS_NAMES = {value: name for name, value in LABELS.items()}
 
 
@@ -52,7 +50,7 @@ class FoldSchedule:
             iterations_per_epoch=settings.iterations_per_epoch,
             batch_size=settings.batch_size,
             initial_lr=settings.initial_lr,
-            test_time_mirroring=bool(getattr(settings, "test_time_mirroring", True)),
+            test_time_mirroring=settings.test_time_mirroring,
         )
 
 
@@ -113,6 +111,8 @@ def _train_fold(
 
     from tanq_ray.segment.trainer import TanqTrainer
 
+    use_spawn()
+
     start = time.perf_counter()
     fold_dir = folders.fold_dir(configuration, fold)
     final, latest = fold_dir / "checkpoint_final.pth", fold_dir / "checkpoint_latest.pth"
@@ -144,7 +144,12 @@ def _fold_run(logging: FoldLogging, schedule: FoldSchedule, configuration: str, 
     created = client.create_run(
         logging.experiment_id,
         run_name=f"fold {configuration}/{fold}",
-        tags={"stage": "fold", "configuration": configuration, "fold": str(fold), "mlflow.parentRunId": logging.parent_run_id},
+        tags={
+            "stage": "fold",
+            "configuration": configuration,
+            "fold": str(fold),
+            "mlflow.parentRunId": logging.parent_run_id,
+        },
     )
     run = RunHandle(client, created.info.run_id, logging.experiment_id)
     run.log_params({"configuration": configuration, "fold": fold, **asdict(schedule)})
@@ -156,44 +161,50 @@ def run_folds(
     settings: SegmentConfig,
     use_gpu: bool,
     logging: FoldLogging | None = None,
+    max_parallel: int | None = None,
 ) -> list[FoldResult]:
     """Train every (configuration, fold) pair of ``settings`` that is not complete, as parallel Ray tasks.
 
-    Waits for all tasks, so folds that succeed are kept for the next call,
-    then raises ``RuntimeError`` naming the folds that failed, if any.
+    ``max_parallel`` caps the tasks in flight (None = as many as the
+    cluster's resources allow). Waits for all tasks, so folds that succeed
+    are kept for the next call, then raises ``RuntimeError`` naming the folds
+    that failed, if any.
     """
+    if max_parallel is not None and max_parallel < 1:
+        raise ValueError(f"max_parallel must be >= 1 or None, got {max_parallel}")
     schedule = FoldSchedule.from_settings(settings)
-    augmentation = int(getattr(settings, "augmentation_processes", 0))
-    retries = int(getattr(settings, "fold_retries", DEFAULT_RETRIES))
+    augmentation = settings.augmentation_processes
+    retries = settings.fold_retries
     save_probabilities = len(settings.configurations) > 1  # ensembling configurations needs the softmax outputs
     task = ray.remote(max_retries=retries, retry_exceptions=True)(_train_fold)
+    resources = {
+        "num_cpus": 1 + augmentation,
+        "num_gpus": 1 if use_gpu else 0,
+        "runtime_env": folders.runtime_env(use_gpu, augmentation),
+    }
     results: list[FoldResult] = []
-    pending: dict[ray.ObjectRef, tuple[str, int, RunHandle | None, float]] = {}
+    todo: list[tuple[str, int]] = []
     for configuration in settings.configurations:
         for fold in range(settings.folds):
             if is_complete(folders, configuration, fold):
                 dice = final_validation_dice(folders.fold_dir(configuration, fold))
                 results.append(FoldResult(configuration, fold, False, settings.epochs, settings.epochs, 0.0, dice))
                 print(f"[segment] fold {configuration}/{fold} already complete, skipping", flush=True)
-                continue
+            else:
+                todo.append((configuration, fold))
+
+    pending: dict[ray.ObjectRef, tuple[str, int, RunHandle | None, float]] = {}
+    failures = []
+    while todo or pending:
+        while todo and (max_parallel is None or len(pending) < max_parallel):
+            configuration, fold = todo.pop(0)
             run = _fold_run(logging, schedule, configuration, fold) if logging else None
-            ref = task.options(
-                num_cpus=1 + augmentation,
-                num_gpus=1 if use_gpu else 0,
-                runtime_env=folders.runtime_env(use_gpu, augmentation),
-                name=f"nnunet_fold_{configuration}_{fold}",
-            ).remote(
-                folders,
-                schedule,
-                configuration,
-                fold,
-                "cuda" if use_gpu else "cpu",
-                save_probabilities,
-                (logging.tracking_uri, run.run_id) if run else None,
+            tracking = (logging.tracking_uri, run.run_id) if logging and run else None
+            device = "cuda" if use_gpu else "cpu"
+            ref = task.options(**resources, name=f"nnunet_fold_{configuration}_{fold}").remote(
+                folders, schedule, configuration, fold, device, save_probabilities, tracking
             )
             pending[ref] = (configuration, fold, run, time.perf_counter())
-    failures = []
-    while pending:
         [ref], _ = ray.wait(list(pending), num_returns=1)
         configuration, fold, run, submitted = pending.pop(ref)
         try:

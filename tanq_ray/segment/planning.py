@@ -19,7 +19,7 @@ import ray
 
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.segment.dataset import DatasetError
-from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders
+from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
 
 MARKER = "tanq_preprocessed.json"
 
@@ -47,6 +47,8 @@ def _plan_and_preprocess(folders: NnUNetFolders, dataset_id: int, configurations
         preprocess_dataset,
     )
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    use_spawn()
 
     try:
         verify_dataset_integrity(str(folders.raw_dataset), processes)

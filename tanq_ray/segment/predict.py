@@ -2,10 +2,11 @@
 
 Per volume (paper section 3, steps 3 and 5), for each selected configuration:
 nnUNet's preprocessing, sliding-window prediction averaged over all folds
-(with nnUNet's mirroring), softmax resampled back onto the input grid; the
-configurations' probabilities are averaged (nnUNet's ensembling), the argmax
-is taken and the selected postprocessing applied. The label volume is
-written, atomically, on the input's grid by nnUNet's image writer.
+(with test-time mirroring unless training turned it off), softmax resampled
+back onto the input grid; the configurations' probabilities are averaged
+(nnUNet's ensembling), the argmax is taken and the selected postprocessing
+applied. The label volume is written, atomically, on the input's grid by
+nnUNet's image writer.
 
 Each chunk of ``chunk_size`` volumes is one Ray task (1 CPU, or 1 GPU when
 asked) that loads the networks once; volumes whose output exists are skipped,
@@ -29,7 +30,7 @@ import numpy as np
 import ray
 
 from tanq_ray.io_utils import atomic_path
-from tanq_ray.segment.folders import NnUNetFolders
+from tanq_ray.segment.folders import NnUNetFolders, use_spawn
 from tanq_ray.segment.segmenter import Segmenter
 
 LABEL_SUFFIX = ".nii.gz"
@@ -42,7 +43,7 @@ def probabilities_path(label_path: str | Path) -> Path:
     return label_path.with_name(label_path.name.removesuffix(LABEL_SUFFIX) + PROBABILITIES_SUFFIX)
 
 
-def _load_predictors(folders: NnUNetFolders, configurations: Sequence[str], folds: Sequence[int], device_type: str):
+def _load_predictors(folders: NnUNetFolders, configurations: Sequence[str], folds: Sequence[int], device_type: str) -> list:
     """One nnUNetPredictor per configuration, holding the weights of every fold."""
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -59,8 +60,8 @@ def _load_predictors(folders: NnUNetFolders, configurations: Sequence[str], fold
         dataset_json = load_json(str(model_dir / "dataset.json"))
         configuration_manager = plans_manager.get_configuration(configuration)
         checkpoints = [
-            torch.load(folders.fold_dir(configuration, fold) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-            for fold in folds
+            torch.load(folders.fold_dir(configuration, f) / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+            for f in folds
         ]
         network = TanqTrainer.build_network_architecture(
             plans_manager,
@@ -91,48 +92,55 @@ def _load_predictors(folders: NnUNetFolders, configurations: Sequence[str], fold
     return predictors
 
 
+def _ensemble_softmax(predictors: list, image: Path) -> tuple[np.ndarray, dict]:
+    """Softmax (3, *reader-order grid) of one volume, averaged over folds and configurations, and its geometry."""
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
+    total, properties = None, None
+    for predictor in predictors:
+        preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
+        data, _, case_properties = preprocessor.run_case(
+            [str(image)], None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
+        )
+        logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()  # mean over folds
+        _, softmax = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits,
+            predictor.plans_manager,
+            predictor.configuration_manager,
+            predictor.label_manager,
+            case_properties,
+            return_probabilities=True,
+        )
+        if total is None:
+            total, properties = softmax, case_properties
+        else:
+            total += softmax
+    return total / len(predictors), properties
+
+
 def _predict_chunk(
     segmenter: Segmenter, jobs: list[tuple[str, Path, Path]], device_type: str, save_probabilities: bool
 ) -> list[float]:
     """Task body: predict each (case_id, image, output) of ``jobs``; return seconds per volume."""
-    import torch
     from batchgenerators.utilities.file_and_folder_operations import load_pickle
-    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
     from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing
 
+    use_spawn()
     predictors = _load_predictors(segmenter.folders, segmenter.configurations, segmenter.folds, device_type)
     postprocessing_functions, postprocessing_kwargs = load_pickle(str(segmenter.postprocessing_file))
+    label_manager = predictors[0].label_manager
+    writer = predictors[0].plans_manager.image_reader_writer_class()
     seconds = []
     for case_id, image, output in jobs:
         start = time.perf_counter()
-        probabilities, properties = None, None
-        for predictor in predictors:
-            preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
-            data, _, case_properties = preprocessor.run_case(
-                [str(image)], None, predictor.plans_manager, predictor.configuration_manager, predictor.dataset_json
-            )
-            logits = predictor.predict_logits_from_preprocessed_data(torch.from_numpy(data)).cpu()
-            _, softmax = convert_predicted_logits_to_segmentation_with_correct_shape(
-                logits,
-                predictor.plans_manager,
-                predictor.configuration_manager,
-                predictor.label_manager,
-                case_properties,
-                return_probabilities=True,
-            )
-            if probabilities is None:
-                probabilities, properties = softmax, case_properties
-            else:
-                probabilities += softmax
-        probabilities /= len(predictors)
-        label_manager = predictors[0].label_manager
+        probabilities, properties = _ensemble_softmax(predictors, image)
         segmentation = np.asarray(label_manager.convert_probabilities_to_segmentation(probabilities))
         segmentation = apply_postprocessing(segmentation, postprocessing_functions, postprocessing_kwargs)
         if save_probabilities:  # reader order (z, y, x) -> nibabel order (x, y, z)
             spatial_reversed = (0, *range(probabilities.ndim - 1, 0, -1))
             with atomic_path(probabilities_path(output)) as tmp:
                 np.savez_compressed(tmp, probabilities=probabilities.transpose(spatial_reversed).astype(np.float16))
-        writer = predictors[0].plans_manager.image_reader_writer_class()
         with atomic_path(output) as tmp:
             writer.write_seg(segmentation.astype(np.uint8), str(tmp), properties)
         seconds.append(time.perf_counter() - start)

@@ -10,9 +10,8 @@ train the selection saved in ``<work_dir>/segmenter.json`` is reused.
 from __future__ import annotations
 
 import json
-import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,14 +19,14 @@ import ray
 
 from tanq_ray.config import SegmentConfig
 from tanq_ray.io_utils import write_text_atomic
-from tanq_ray.segment.dataset import TrainingCase, write_raw_dataset, write_splits
+from tanq_ray.segment.dataset import TrainingCase, fold_splits, write_raw_dataset, write_splits
 from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, dataset_name
 from tanq_ray.segment.folds import FoldLogging, FoldResult, run_folds
 from tanq_ray.segment.planning import plan_and_preprocess
 from tanq_ray.segment.selection import Selection, select_model
 
 SEGMENTER_FILE = "segmenter.json"
-MAX_PREPROCESS_PROCESSES = 8  # nnUNet's default for 2d preprocessing
+MAX_POOL_PROCESSES = 8  # nnUNet's default pool size for 2d preprocessing
 
 
 @dataclass(frozen=True)
@@ -58,51 +57,52 @@ class Segmenter:
     def trained(self) -> bool:
         return any(result.trained for result in self.fold_results)
 
-    def to_json(self) -> str:
+    def save(self) -> Path:
+        """Write ``<work_dir>/segmenter.json`` atomically, with paths relative to the work folder (it may move)."""
         data = asdict(self)
-        data["work_dir"] = str(self.work_dir)
-        data["postprocessing_file"] = str(self.postprocessing_file)
-        return json.dumps(data, indent=2)
+        del data["work_dir"]
+        data["postprocessing_file"] = str(self.postprocessing_file.relative_to(self.work_dir))
+        return write_text_atomic(self.work_dir / SEGMENTER_FILE, json.dumps(data, indent=2))
 
-    @classmethod
-    def from_json(cls, text: str) -> "Segmenter":
-        data = json.loads(text)
-        return cls(
-            work_dir=Path(data["work_dir"]),
+
+def load_segmenter(work_dir: str | Path) -> Segmenter:
+    """The segmenter that :func:`train_segmenter` finished in ``work_dir``."""
+    work_dir = Path(work_dir).resolve()
+    path = work_dir / SEGMENTER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"'{path}' does not exist: train_segmenter has not finished in '{work_dir}'")
+    data = json.loads(path.read_text())
+    try:
+        return Segmenter(
+            work_dir=work_dir,
             dataset_name=data["dataset_name"],
             configurations=tuple(data["configurations"]),
             folds=tuple(data["folds"]),
-            postprocessing_file=Path(data["postprocessing_file"]),
+            postprocessing_file=work_dir / data["postprocessing_file"],
             cv_dice=dict(data["cv_dice"]),
             cv_dice_selected=float(data["cv_dice_selected"]),
             trainer_name=data["trainer_name"],
             plans_name=data["plans_name"],
             fold_results=tuple(FoldResult(**result) for result in data["fold_results"]),
         )
-
-
-def load_segmenter(work_dir: str | Path) -> Segmenter:
-    """The segmenter that :func:`train_segmenter` finished in ``work_dir``."""
-    path = Path(work_dir) / SEGMENTER_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"'{path}' does not exist: train_segmenter has not finished in '{work_dir}'")
-    return Segmenter.from_json(path.read_text())
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"'{path}' is not a segmenter description written by this version ({err})") from None
 
 
 def _cluster_has_gpu() -> bool:
     return ray.cluster_resources().get("GPU", 0) >= 1
 
 
-def _preprocess_processes() -> int:
-    return max(1, min(MAX_PREPROCESS_PROCESSES, int(ray.available_resources().get("CPU", 1))))
+def _pool_size() -> int:
+    """Processes for nnUNet's pools in the planning and selection tasks: the free CPUs, at most 8."""
+    return max(1, min(MAX_POOL_PROCESSES, int(ray.available_resources().get("CPU", 1))))
 
 
 def _reusable(work_dir: Path, settings: SegmentConfig) -> Segmenter | None:
     """The saved segmenter, when it was selected among the same configurations and folds."""
-    path = work_dir / SEGMENTER_FILE
-    if not path.is_file():
+    if not (work_dir / SEGMENTER_FILE).is_file():
         return None
-    saved = Segmenter.from_json(path.read_text())
+    saved = load_segmenter(work_dir)
     considered = {result.configuration for result in saved.fold_results}
     if considered != set(settings.configurations) or saved.folds != tuple(range(settings.folds)):
         return None
@@ -130,16 +130,18 @@ def train_segmenter(
     use_gpu = _cluster_has_gpu() if use_gpu is None else use_gpu
     folders = NnUNetFolders(work_dir, dataset_name(settings.dataset_id))
     start = time.perf_counter()
+    splits = fold_splits(cases, settings.folds)  # fails early when there are too few subjects
     if write_raw_dataset(folders, cases):
         print(f"[segment] wrote {len(cases)} training cases to '{folders.raw_dataset}'", flush=True)
-    plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, _preprocess_processes())
-    write_splits(folders, cases, settings.folds)
-    fold_results = tuple(run_folds(folders, settings, use_gpu, logging))
+    plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, _pool_size())
+    write_splits(folders, splits)
+    max_parallel = settings.max_parallel_folds
+    fold_results = tuple(run_folds(folders, settings, use_gpu, logging, max_parallel))
     saved = None if any(r.trained for r in fold_results) else _reusable(work_dir, settings)
     if saved is not None:
         selection = Selection(saved.configurations, saved.postprocessing_file, saved.cv_dice, saved.cv_dice_selected)
     else:
-        selection = select_model(folders, settings.configurations, settings.folds, use_gpu)
+        selection = select_model(folders, settings.configurations, settings.folds, use_gpu, _pool_size())
     segmenter = Segmenter(
         work_dir=work_dir,
         dataset_name=folders.dataset,
@@ -150,6 +152,6 @@ def train_segmenter(
         cv_dice_selected=selection.cv_dice_selected,
         fold_results=fold_results,
     )
-    write_text_atomic(work_dir / SEGMENTER_FILE, segmenter.to_json())
+    segmenter.save()
     print(f"[segment] segmenter ready in {time.perf_counter() - start:.1f} s: {segmenter.configurations}", flush=True)
     return segmenter

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import ray
 
-from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders
+from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, use_spawn
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Selection:
 def _find_best(folders: NnUNetFolders, configurations: list[str], folds: int, processes: int) -> Selection:
     """Task body: run ``find_best_configuration`` and read its answer."""
     from nnunetv2.evaluation.find_best_configuration import find_best_configuration
+
+    use_spawn()
 
     models = [{"plans": PLANS_NAME, "configuration": c, "trainer": TRAINER_NAME} for c in configurations]
     info = find_best_configuration(

@@ -94,10 +94,10 @@ class TanqTrainer(nnUNetTrainer):
         self.run = run
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        rotation, dummy_2d, initial_patch_size, mirror_axes = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        augmentation = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         if not self.test_time_mirroring:
-            self.inference_allowed_mirroring_axes = None
-        return rotation, dummy_2d, initial_patch_size, mirror_axes
+            self.inference_allowed_mirroring_axes = None  # training augmentation keeps its mirror axes
+        return augmentation
 
     def _set_batch_size_and_oversample(self) -> None:
         super()._set_batch_size_and_oversample()

@@ -20,11 +20,12 @@ FORMAT = 1
 CONFIG_TYPES = {"tanq": TanqConfig, "cyclegan": CycleGANConfig}
 
 
-def export_generator(model: TranslatorModel, folder: Path) -> Path:
-    """Write ``folder/generator.pt`` (atomically) and return its path."""
+def export_generator(model: TranslatorModel, folder: Path, image_size: int | None = None) -> Path:
+    """Write ``folder/generator.pt`` (atomically) and return its path; ``image_size``: the slices it was trained on."""
     payload = {
         "format": FORMAT,
         "model": model.name,
+        "image_size": image_size,
         "config": model.config.model_dump(mode="json"),
         "generator": model.translator.state_dict(),
     }

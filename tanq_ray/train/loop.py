@@ -136,7 +136,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             with tempfile.TemporaryDirectory() as folder:
                 torch.save({"epoch": epoch, "model": model.state_dict()}, Path(folder) / STATE_FILE)
                 if is_last:
-                    export_generator(model, Path(folder))
+                    export_generator(model, Path(folder), int(loop_config["image_size"]))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         else:
             ray.train.report(metrics)

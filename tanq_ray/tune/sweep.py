@@ -30,6 +30,7 @@ from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tables import Table
 from tanq_ray.tracking import Tracker
 from tanq_ray.train.launcher import check_resources, model_tags
+from tanq_ray.tune.downstream import DOWNSTREAM_METRICS
 from tanq_ray.tune.space import TrialSpec, plan_trials, trial_config
 from tanq_ray.tune.trial import read_trial_record, run_trial, trial_dir
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
 DATA_CPU = 0.5  # CPU left per trial for its Ray Data read tasks
-RANK_METRIC = "structure_score"
 TRIAL_CPU = 0.01  # the trial function only waits for its TorchTrainer, which reserves the real resources (Tune refuses 0)
 
 
@@ -59,6 +59,11 @@ class SweepResult:
     trial_seconds: float  # sum over the trials run by this invocation
 
 
+def rank_metric(config: Config) -> str:
+    """Trials are ranked by downstream mean Dice when the sweep computes it, else by the structure score."""
+    return "dice_mean" if config.sweep.downstream else "structure_score"
+
+
 def sweep_dir(config: Config) -> Path:
     return config.stage_dir("sweep") / config.sweep.name
 
@@ -78,7 +83,8 @@ def _fingerprint(config: Config, trials: list[TrialSpec]) -> str:
     """What a resumed sweep must share with the original: the trials and the settings they train with."""
     tree = config.model_dump(mode="json")
     settings = {key: tree[key] for key in ("output_dir", "data", "ingest", "models", "train")}
-    text = json.dumps({"trials": [t.to_dict() for t in trials], "settings": settings, "score": config.sweep.score_slices}, sort_keys=True)
+    scoring = {"slices": config.sweep.score_slices, "downstream": tree["segment"] if config.sweep.downstream else None}
+    text = json.dumps({"trials": [t.to_dict() for t in trials], "settings": settings, "scoring": scoring}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -105,10 +111,12 @@ def _table(config: Config, trials: list[TrialSpec], folder: Path, errors: Mappin
         status = "finished" if metrics else (f"error: {errors[trial.name]}" if trial.name in errors else "not finished")
         tags = model_tags(trial_config(config, trial))
         rows.append({"trial": trial.name, "row": trial.row} | tags | trial.overrides | metrics | {"status": status})
-    rows.sort(key=lambda row: -row.get(RANK_METRIC, -math.inf))
+    rank = rank_metric(config)
+    rows.sort(key=lambda row: -row.get(rank, -math.inf))
+    downstream = list(DOWNSTREAM_METRICS) if config.sweep.downstream else []
     columns = [
         "trial", "row", "model", "norm", "segdecoder", "patch_select", *axes,
-        RANK_METRIC, "structure_score_head", "loss_G", "train_seconds", "attempts", "status",
+        *downstream, "structure_score", "structure_score_head", "loss_G", "train_seconds", "attempts", "status",
     ]  # fmt: skip; every loss is in each trial's MLflow run
     return Table(columns, rows)
 
@@ -182,7 +190,7 @@ def run_sweep(config: Config) -> SweepResult:
                 "trial_seconds_sum": trial_seconds,
                 "parallel_efficiency": trial_seconds / (wall * concurrency) if trial_seconds else float("nan"),
             }
-            | ({f"best_{RANK_METRIC}": finished[0][RANK_METRIC]} if finished else {})
+            | ({f"best_{rank_metric(config)}": finished[0][rank_metric(config)]} if finished and rank_metric(config) in finished[0] else {})
         )
         if best:
             run.set_tags({"best_trial": best})

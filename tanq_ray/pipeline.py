@@ -1,0 +1,197 @@
+"""``tanq pipeline``: every stage of the recipe under one MLflow run, with stage caching.
+
+Stages, in order: ingest (after the phantom when ``data.train_dir`` is
+unset) -> train TANQ and train CycleGAN (at once when the cluster holds
+both) -> translate -> segmentation round 0 (multi-view) -> self-training
+rounds 1..R -> evaluate. Each stage has a key: a hash of the config sections
+it reads and the keys of the stages it depends on. A finished stage writes
+``<output_dir>/pipeline/<stage>.json`` with its key and outputs; running the
+pipeline again skips every stage whose key is unchanged, so changing
+``segment.*`` re-runs the segmentation rounds and the evaluation only.
+Settings that change how fast, not what (worker counts, checkpoint and
+picture intervals), are not part of the keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from tanq_ray import stages
+from tanq_ray.cluster import ensure_ray
+from tanq_ray.config import Config
+from tanq_ray.io_utils import write_text_atomic
+from tanq_ray.tables import Table
+from tanq_ray.self_training import round_dir
+from tanq_ray.stages import TRANSLATORS
+from tanq_ray.tracking import RunHandle, Tracker
+
+log = logging.getLogger(__name__)
+
+SPEED_ONLY = {
+    "train": {"num_workers", "cpus_per_worker", "use_gpu", "bf16", "checkpoint_every", "max_failures", "visual_every"},
+    "segment": {"self_training_rounds"},
+}
+
+
+def _section(config: Config, name: str) -> Any:
+    values = config.model_dump(mode="json")[name]
+    return {k: v for k, v in values.items() if k not in SPEED_ONLY.get(name, set())} if isinstance(values, dict) else values
+
+
+def stage_key(parts: dict[str, Any]) -> str:
+    """A short, stable hash of a stage's inputs."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageState:
+    """One line of the progress display."""
+
+    name: str
+    state: str = "pending"  # pending | running | cached | done | failed
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Pipeline:
+    """Runs stages in order, skipping those whose key matches their record; prints their states."""
+
+    config: Config
+    tracker: Tracker
+    parent: RunHandle
+    states: list[StageState] = field(default_factory=list)
+
+    @property
+    def records(self) -> Path:
+        return self.config.stage_dir("pipeline")
+
+    def plan(self, names: list[str]) -> None:
+        self.states = [StageState(name) for name in names]
+        self._show()
+
+    def _state(self, name: str) -> StageState:
+        return next(state for state in self.states if state.name == name)
+
+    def _show(self) -> None:
+        line = "  ".join(f"{s.name}: {s.state}" + (f" {s.seconds:.0f}s" if s.state in ("done", "failed") else "") for s in self.states)
+        print(f"[pipeline] {line}", flush=True)
+
+    def cached(self, name: str, key: str) -> dict[str, Any] | None:
+        """The recorded outputs of stage ``name`` when it finished with this ``key``."""
+        path = self.records / f"{name}.json"
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        return record["outputs"] if record.get("key") == key and "outputs" in record else None
+
+    def prepare(self, name: str, key: str, work_dirs: Sequence[Path] = ()) -> None:
+        """Record that stage ``name`` starts with ``key``; empty its ``work_dirs`` if they hold a run with another key.
+
+        An interrupted run with the same key keeps its folders, so the stage resumes.
+        """
+        path = self.records / f"{name}.json"
+        earlier = json.loads(path.read_text()).get("key") if path.is_file() else None
+        for folder in work_dirs:
+            if folder.exists() and earlier != key:
+                log.info("stage %s: inputs changed, clearing %s", name, folder)
+                shutil.rmtree(folder)
+        write_text_atomic(path, json.dumps({"key": key, "state": "running"}))
+
+    def run(self, name: str, key: str, body: Callable[[], dict[str, Any]], work_dirs: Sequence[Path] = ()) -> dict[str, Any]:
+        """Outputs of stage ``name``: from its record when ``key`` matches, else by running ``body`` (see :meth:`prepare`)."""
+        state = self._state(name)
+        outputs = self.cached(name, key)
+        if outputs is not None:
+            state.state = "cached"
+            self.parent.set_tags({f"stage.{name}": "cached"})
+            self._show()
+            return outputs
+        self.prepare(name, key, work_dirs)
+        state.state = "running"
+        self._show()
+        started = time.perf_counter()
+        try:
+            outputs = body()
+        except BaseException:
+            state.state, state.seconds = "failed", time.perf_counter() - started
+            self._show()
+            raise
+        state.state, state.seconds = "done", time.perf_counter() - started
+        record = {"key": key, "outputs": outputs, "seconds": state.seconds}
+        write_text_atomic(self.records / f"{name}.json", json.dumps(record, indent=1, default=str))
+        self.parent.set_tags({f"stage.{name}": "ran"})
+        self._show()
+        return outputs
+
+    def table(self) -> Table:
+        return Table(["stage", "state", "seconds"], [{"stage": s.name, "state": s.state, "seconds": s.seconds} for s in self.states])
+
+
+def stage_names(config: Config) -> list[str]:
+    rounds = [f"segment-round-{r}" for r in range(config.segment.self_training_rounds + 1)]
+    return ["ingest", *(f"train-{m}" for m in TRANSLATORS), "translate", *rounds, "evaluate"]
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """The final table (rounds x Dice/ASSD) and where the evaluation landed."""
+
+    evaluation_dir: Path
+    table_markdown: str | None
+    stages: Table
+
+
+def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult:
+    """All stages for ``config``; completed ones with unchanged inputs are skipped.
+
+    ``from_translate`` (``tanq segment``) starts at translation with the
+    shards and generators that ``tanq ingest`` / ``tanq train`` left.
+    """
+    tracker = Tracker(config)
+    with tracker.invocation("segment" if from_translate else "pipeline") as parent:
+        pipeline = Pipeline(config, tracker, parent)
+        names = stage_names(config)
+        pipeline.plan(names[names.index("translate") :] if from_translate else names)
+        ensure_ray(config)
+
+        ingest_key = stage_key({"data": _section(config, "data"), "phantom": _section(config, "phantom"), "ingest": _section(config, "ingest")})
+        train_keys = {m: stage_key({"ingest": ingest_key, "model": config.models.model_dump(mode="json")[m], "train": _section(config, "train")}) for m in TRANSLATORS}
+        if from_translate:
+            folders = stages.data_folder_outputs(stages.data_folders(config, tracker, parent))
+            generators = stages.existing_generators(config)
+        else:
+            folders = pipeline.run("ingest", ingest_key, lambda: stages.ingest_outputs(config, tracker, parent))
+            generators = stages.train_translators(config, tracker, parent, pipeline, train_keys)
+
+        translate_key = stage_key(train_keys)
+        translated = pipeline.run("translate", translate_key, lambda: stages.translate_outputs(config, tracker, parent, generators))
+
+        evaluations = {}
+        previous_key = stage_key({"translate": translate_key, "segment": _section(config, "segment"), "eval": folders["eval_dir"]})
+        for index in range(config.segment.self_training_rounds + 1):
+            previous_key = stage_key({"previous": previous_key, "round": index})
+            outputs = pipeline.run(
+                f"segment-round-{index}",
+                previous_key,
+                lambda index=index: stages.segment_round_outputs(config, tracker, parent, index, translated, folders),
+                work_dirs=[round_dir(config, index)],
+            )
+            if outputs.get("per_case"):
+                evaluations[index] = outputs["per_case"]
+            if outputs.get("summary"):
+                parent.log_metrics({k: v for k, v in outputs["summary"].items() if isinstance(v, (int, float))}, step=index)
+
+        evaluate_key = stage_key({"rounds": previous_key})
+        final = pipeline.run("evaluate", evaluate_key, lambda: stages.evaluate_outputs(config, tracker, parent, evaluations, folders))
+        stage_table = pipeline.table()
+        parent.log_text(stage_table.markdown(), "stages.md")
+    table = Path(final["table"]) if final.get("table") else None
+    return PipelineResult(config.stage_dir("evaluation"), table.read_text() if table and table.is_file() else None, stage_table)

@@ -1,0 +1,49 @@
+"""Downstream Dice of one sweep trial: its translations train nnUNet, which segments labelled evaluation hrT2.
+
+This is the paper's own yardstick (Table 2) and needs evaluation labels; it
+costs one segmentation training per trial, so it is off by default
+(``sweep.downstream``). The view is the trial's translator alone, not the
+multi-view pair, so rows are compared one translator at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tanq_ray.config import Config
+from tanq_ray.data.phantom import generate_cohort
+from tanq_ray.evaluate import evaluate_folder
+from tanq_ray.segment import FoldLogging, predict_volumes, train_segmenter
+from tanq_ray.self_training import hrT2_volumes, multi_view_cases
+from tanq_ray.translate import translate_cohort
+
+log = logging.getLogger(__name__)
+
+DOWNSTREAM_METRICS = ("dice_vs", "dice_cochlea", "dice_mean", "assd_vs", "assd_cochlea")
+
+
+def evaluation_folders(config: Config) -> tuple[Path, Path] | None:
+    """(hrT2 folder, label folder) to score against: the configured ones, or the phantom's; None without labels."""
+    if config.data.train_dir is None:
+        phantom = config.phantom
+        cohort = generate_cohort(config.stage_dir("phantom"), phantom.cases, phantom.eval_cases, phantom.size, phantom.seed)
+        return (cohort.eval_dir, cohort.eval_labels_dir) if cohort.eval_case_ids else None
+    if config.data.eval_dir is None or config.data.eval_labels_dir is None:
+        return None
+    return config.data.eval_dir, config.data.eval_labels_dir
+
+
+def downstream_scores(config: Config, view: str, generator: Path, folder: Path, logging_to: FoldLogging | None) -> dict[str, float]:
+    """Translate with ``generator``, train nnUNet (``segment.*``) under ``folder``, score the evaluation set; {} without labels."""
+    folders = evaluation_folders(config)
+    if folders is None:
+        log.warning("sweep.downstream is on but there are no evaluation labels: no downstream Dice")
+        return {}
+    eval_dir, labels_dir = folders
+    translated = translate_cohort(config.stage_dir("ingest"), {view: generator}, folder / "translate")
+    segmenter = train_segmenter(config.segment, folder / "segment", multi_view_cases(translated.cases), logging=logging_to)
+    predictions = folder / "eval_predictions"
+    predict_volumes(segmenter, hrT2_volumes(eval_dir), predictions)
+    summary = evaluate_folder(predictions, labels_dir).summary
+    return {key: float(summary[key]) for key in DOWNSTREAM_METRICS if summary.get(key) is not None}
