@@ -484,7 +484,7 @@ def pipeline_demands(config: Config) -> list[TaskDemand]:
     train, segment = config.train, config.segment
     worker = {"CPU": train.cpus_per_worker, "GPU": 1.0 if train.use_gpu else 0.0}
     # tanq_ray/segment/folds.py: 1 CPU + the nnUNet augmentation processes, 1 GPU
-    fold = {"CPU": 1.0 + getattr(segment, "augmentation_processes", 0), "GPU": 1.0}
+    fold = {"CPU": 1.0 + segment.augmentation_processes, "GPU": 1.0}
     return [
         TaskDemand("Ray Train workers", worker, train.num_workers, before_scaling=True),
         TaskDemand("ingest task", INGEST_TASK, 1, before_scaling=False),
