@@ -128,13 +128,13 @@ def _cmd_pipeline(args: argparse.Namespace, config: Config) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from tanq_ray.evaluate import comparison_table, evaluate_folder, load_per_case
+    from tanq_ray.evaluate import comparison_table, evaluate_folder, load_per_case, readable_view
 
     evaluation = evaluate_folder(args.pred, args.gt, args.out)
     runs = {str(args.pred): evaluation.per_case}
     if args.compare is not None:
         runs[str(args.compare)] = load_per_case(args.compare)
-    print(comparison_table(runs, reference=str(args.compare) if args.compare else None).markdown(), end="")
+    print(readable_view(comparison_table(runs, reference=str(args.compare) if args.compare else None)).markdown(), end="")
     print(f"per case: {evaluation.per_case_path}; summary: {evaluation.summary_path}")
 
 

@@ -45,6 +45,12 @@ def _section(config: Config, name: str) -> Any:
     return {k: v for k, v in values.items() if k not in SPEED_ONLY.get(name, set())} if isinstance(values, dict) else values
 
 
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """Size and modification time: a generator retrained in place changes the translate key."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
 def stage_key(parts: dict[str, Any]) -> str:
     """A short, stable hash of a stage's inputs."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -171,7 +177,7 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
             folders = pipeline.run("ingest", ingest_key, lambda: stages.ingest_outputs(config, tracker, parent))
             generators = stages.train_translators(config, tracker, parent, pipeline, train_keys)
 
-        translate_key = stage_key(train_keys)
+        translate_key = stage_key({"train": train_keys, "generators": {m: _file_stamp(Path(g)) for m, g in generators.items()}})
         translated = pipeline.run("translate", translate_key, lambda: stages.translate_outputs(config, tracker, parent, generators))
 
         evaluations = {}

@@ -20,11 +20,10 @@ from tanq_ray.config import Config
 from tanq_ray.data.ingest import IngestResult, run_ingest
 from tanq_ray.data.phantom import Cohort, generate_cohort
 from tanq_ray.data.preview import sample_grid
-from tanq_ray.evaluate import comparison_table, evaluate_folder
+from tanq_ray.evaluate import comparison_table, evaluate_folder, readable_view
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.segment import FoldLogging, load_segmenter
 from tanq_ray.self_training import RoundResult, hrT2_volumes, multi_view_cases, pseudo_labelled_cases, round_dir, round_name, run_round
-from tanq_ray.tables import Table
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.export import GENERATOR_FILE
 from tanq_ray.train.launcher import TrainResult, launch_training, model_tags
@@ -240,8 +239,7 @@ def evaluate_stage(
         runs = {round_name(index): rows for index, rows in sorted(per_case.items())}
         table = comparison_table(runs, reference=round_name(0) if len(runs) > 1 else None)
         _, comma_separated = table.write(out / "results")
-        shown = [c for c in table.columns if c[0].isupper() or c.startswith(("run", "p ", "n_cases"))]
-        markdown = write_text_atomic(out / "results.md", Table(shown, table.rows).markdown())
+        markdown = write_text_atomic(out / "results.md", readable_view(table).markdown())
         run.log_metrics({k: v for k, v in final.summary.items() if isinstance(v, (int, float))})
         for path in (markdown, comma_separated, final.per_case_path, final.summary_path):
             run.log_artifact(path)

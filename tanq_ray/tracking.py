@@ -33,10 +33,16 @@ MAX_BATCH = 100  # MLflow's limit on params per log_batch call
 
 
 def tracking_uri(config: Config) -> str:
-    """The MLflow tracking URI: config, then ``$MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db`` in the cwd."""
-    if config.tracking.tracking_uri:
-        return config.tracking.tracking_uri
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    """The MLflow tracking URI: config, then ``$MLFLOW_TRACKING_URI``, then ``sqlite:///mlflow.db`` in the cwd.
+
+    A relative SQLite path is made absolute here: Ray workers run in other
+    folders and would otherwise open (and create) another database.
+    """
+    uri = config.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/") and uri != prefix + ":memory:":
+        return prefix + str(Path.cwd() / uri[len(prefix) :])
+    return uri
 
 
 @dataclass(frozen=True)

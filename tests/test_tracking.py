@@ -53,6 +53,15 @@ def test_default_uri_is_sqlite_in_working_directory(monkeypatch, tmp_path: Path)
     assert tracking_uri(Config()) == "http://127.0.0.1:5000"
 
 
+def test_a_relative_sqlite_uri_is_anchored_in_the_working_directory(monkeypatch, tmp_path: Path) -> None:
+    """Ray workers run elsewhere; a relative path would open another database there."""
+    monkeypatch.chdir(tmp_path)
+    relative = Config.model_validate({"tracking": {"tracking_uri": "sqlite:///runs/a.db"}})
+    assert tracking_uri(relative) == f"sqlite:///{tmp_path / 'runs' / 'a.db'}"
+    absolute = Config.model_validate({"tracking": {"tracking_uri": "sqlite:////data/a.db"}})
+    assert tracking_uri(absolute) == "sqlite:////data/a.db"
+
+
 def test_ingest_stage_logs_counts_timings_and_sample_grid(ray_local, make_cohort, tiny_config: Config) -> None:
     config = tiny_config.model_copy(update={"data": tiny_config.data.model_copy(update={"train_dir": make_cohort(2, 1)})})
     tracker = Tracker(config)

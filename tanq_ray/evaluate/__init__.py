@@ -15,7 +15,7 @@ from tanq_ray.evaluate.scoring import (
     score_case,
     summarize,
 )
-from tanq_ray.evaluate.statistics import PairedTest, comparison_table, paired_ttest
+from tanq_ray.evaluate.statistics import PairedTest, comparison_table, paired_ttest, readable_view
 
 __all__ = [
     "CLASSES",
@@ -30,6 +30,7 @@ __all__ = [
     "load_per_case",
     "metric_value",
     "paired_ttest",
+    "readable_view",
     "score_case",
     "summarize",
     "surface",

@@ -104,3 +104,8 @@ def comparison_table(runs: Mapping[str, Sequence[dict[str, Any]]], reference: st
             row[p_column] = None if name == reference else paired_ttest(per_case, runs[reference], "dice_mean").p
         rows.append(row)
     return Table(columns, rows)
+
+
+def readable_view(table: Table) -> Table:
+    """The comparison table without its numeric twins of the "mean ± std" columns (for terminals and Markdown)."""
+    return Table([c for c in table.columns if c not in TABLE_METRICS], table.rows)

@@ -162,6 +162,8 @@ def run_sweep(config: Config) -> SweepResult:
         check_resources(trial_settings)
     concurrency = concurrent_trials(config, ray.cluster_resources(), len(trials))
     tracker = Tracker(config)
+    # trials run in Ray workers elsewhere: hand them the resolved URI (a relative SQLite path would move)
+    config = config.model_copy(update={"tracking": config.tracking.model_copy(update={"tracking_uri": tracker.uri})})
     started = time.time()
     with tracker.invocation("sweep", tags={"sweep": config.sweep.name}, resume_run_id=state.get("run_id")) as run:
         write_text_atomic(folder / SWEEP_FILE, json.dumps({"fingerprint": fingerprint, "run_id": run.run_id, "trials": [t.name for t in trials]}, indent=1))
