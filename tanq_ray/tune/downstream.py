@@ -47,3 +47,18 @@ def downstream_scores(config: Config, view: str, generator: Path, folder: Path, 
     predict_volumes(segmenter, hrT2_volumes(eval_dir), predictions)
     summary = evaluate_folder(predictions, labels_dir).summary
     return {key: float(summary[key]) for key in DOWNSTREAM_METRICS if summary.get(key) is not None}
+
+
+def downstream_scores_outside_trial(
+    config: Config, view: str, generator: Path, folder: Path, logging_to: FoldLogging | None
+) -> dict[str, float]:
+    """:func:`downstream_scores` in a Ray task scheduled outside the trial's placement group.
+
+    Tune runs a trial in a placement group sized for the trial function and
+    pulls every task the trial starts into it; translation and nnUNet tasks
+    ask for whole CPUs (and GPUs), so they must be scheduled on the cluster.
+    """
+    import ray
+
+    task = ray.remote(downstream_scores).options(num_cpus=0, scheduling_strategy="DEFAULT")
+    return ray.get(task.remote(config, view, generator, folder, logging_to))

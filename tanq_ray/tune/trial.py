@@ -27,7 +27,7 @@ from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.launcher import launch_training, model_tags
 from tanq_ray.segment import FoldLogging
-from tanq_ray.tune.downstream import downstream_scores
+from tanq_ray.tune.downstream import downstream_scores_outside_trial
 from tanq_ray.tune.scoring import score_translator
 from tanq_ray.tune.space import TrialSpec, trial_config
 
@@ -77,7 +77,7 @@ def run_trial(params: dict[str, Any]) -> None:
         scores = score_translator(result.generator, config.stage_dir("ingest"), base.sweep.score_slices)
         if base.sweep.downstream:
             logging_to = FoldLogging(tracker.uri, tracker.experiment_id, run.run_id)
-            scores |= downstream_scores(config, trial.model, result.generator, folder / "downstream", logging_to)
+            scores |= downstream_scores_outside_trial(config, trial.model, result.generator, folder / "downstream", logging_to)
         final = {key: float(value) for key, value in result.metrics.items() if key.startswith("loss_")} | scores | {
             "epochs": float(getattr(config.models, trial.model).epochs),
             "train_seconds": train_seconds,
