@@ -16,6 +16,15 @@ from tanq_ray.data.shards import MANIFEST_NAME
 IMAGE_SIZE = 192
 
 
+def settled_count(records: Path) -> int:
+    """Finished volume records once none has appeared for 2 s: a task already running may finish after its driver died."""
+    count = -1
+    while (current := len(list(records.glob("*.json")))) != count:
+        count = current
+        time.sleep(2)
+    return count
+
+
 def test_killed_ingest_leaves_only_whole_shards_and_resumes(ray_local, make_cohort, tmp_path: Path) -> None:
     folder = make_cohort(n_labelled=4, n_unlabelled=4, shape=(120, 140, 30))
     out = tmp_path / "out"
@@ -34,7 +43,7 @@ def test_killed_ingest_leaves_only_whole_shards_and_resumes(ray_local, make_coho
     process.wait()
     shards = out / "ingest"
     assert not (shards / MANIFEST_NAME).exists()
-    finished_before = len(list(records.glob("*.json")))
+    finished_before = settled_count(records)
     assert 1 <= finished_before < 8
 
     for path in shards.rglob("*.parquet"):
