@@ -111,20 +111,21 @@ def _cmd_translate(args: argparse.Namespace, config: Config) -> None:
     _print_run(tracker, parent)
 
 
-def _cmd_segment(args: argparse.Namespace, config: Config) -> None:
+def _run_pipeline(config: Config, from_translate: bool) -> None:
     from tanq_ray.pipeline import run_pipeline
 
-    result = run_pipeline(config, from_translate=True)
-    print(result.table_markdown or "no evaluation labels (data.eval_labels_dir): nothing scored", end="")
+    result = run_pipeline(config, from_translate=from_translate)
+    print(result.stages.markdown(), end="")
+    print(result.table_markdown or "no evaluation labels (data.eval_labels_dir): nothing scored\n", end="")
+    print(f"evaluation in {result.evaluation_dir}")
+
+
+def _cmd_segment(args: argparse.Namespace, config: Config) -> None:
+    _run_pipeline(config, from_translate=True)
 
 
 def _cmd_pipeline(args: argparse.Namespace, config: Config) -> None:
-    from tanq_ray.pipeline import run_pipeline
-
-    result = run_pipeline(config)
-    print(result.stages.markdown(), end="")
-    print(result.table_markdown or "no evaluation labels (data.eval_labels_dir): nothing scored", end="")
-    print(f"evaluation in {result.evaluation_dir}")
+    _run_pipeline(config, from_translate=False)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -166,29 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=defaults.seed)
     phantom.set_defaults(handler=_cmd_phantom)
 
-    ingest = sub.add_parser("ingest", help="NIfTI folder -> Parquet slice shards (Ray tasks)")
-    _add_config_arguments(ingest)
-    ingest.set_defaults(handler=_cmd_ingest, needs_config=True)
-
-    train = sub.add_parser("train", help="train a translator with Ray Train (model=tanq|cyclegan)")
-    _add_config_arguments(train)
-    train.set_defaults(handler=_cmd_train, needs_config=True)
-
-    sweep = sub.add_parser("sweep", help="Ray Tune sweep over translator rows and axes (resumable)")
-    _add_config_arguments(sweep)
-    sweep.set_defaults(handler=_cmd_sweep, needs_config=True)
-
-    translate = sub.add_parser("translate", help="ceT1 -> pseudo-hrT2 volumes with both trained translators (Ray Data)")
-    _add_config_arguments(translate)
-    translate.set_defaults(handler=_cmd_translate, needs_config=True)
-
-    segment = sub.add_parser("segment", help="translate, nnUNet rounds (folds as Ray tasks), self-training, evaluate")
-    _add_config_arguments(segment)
-    segment.set_defaults(handler=_cmd_segment, needs_config=True)
-
-    pipeline = sub.add_parser("pipeline", help="every stage, completed ones skipped (stage caching)")
-    _add_config_arguments(pipeline)
-    pipeline.set_defaults(handler=_cmd_pipeline, needs_config=True)
+    stage_commands = [
+        ("ingest", "NIfTI folder -> Parquet slice shards (Ray tasks)", _cmd_ingest),
+        ("train", "train a translator with Ray Train (model=tanq|cyclegan)", _cmd_train),
+        ("sweep", "Ray Tune sweep over translator rows and axes (resumable)", _cmd_sweep),
+        ("translate", "ceT1 -> pseudo-hrT2 volumes with both trained translators (Ray Data)", _cmd_translate),
+        ("segment", "translate, nnUNet rounds (folds as Ray tasks), self-training, evaluate", _cmd_segment),
+        ("pipeline", "every stage, completed ones skipped (stage caching)", _cmd_pipeline),
+    ]
+    for name, text, handler in stage_commands:
+        command = sub.add_parser(name, help=text)
+        _add_config_arguments(command)
+        command.set_defaults(handler=handler, needs_config=True)
 
     evaluate = sub.add_parser("evaluate", help="Dice and ASSD of predicted label volumes against the truth")
     evaluate.add_argument("--pred", type=Path, required=True, help="folder of predicted <case>.nii.gz")

@@ -80,3 +80,15 @@ def ray_local():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+def ingest_tiny_phantom(out: Path) -> Path:
+    """A 2 + 2-volume phantom ingested at 32 x 32 under ``out`` (for module-scoped fixtures)."""
+    from tanq_ray.cli import main
+
+    args = [
+        "ingest", f"output_dir={out}", "phantom.cases=2", "phantom.eval_cases=0", "phantom.size=64",
+        "ingest.image_size=32", f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
+    ]  # fmt: skip
+    assert main(args) == 0
+    return out

@@ -14,6 +14,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from conftest import ingest_tiny_phantom
 from tanq_ray.cli import main
 from tanq_ray.config import ConfigError, load_config
 from tanq_ray.tune.space import plan_trials, trial_config
@@ -100,13 +101,7 @@ def test_structure_score_is_one_for_identity_and_contrast_inversion_and_falls_wh
 
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Path:
-    out = tmp_path_factory.mktemp("sweep")
-    args = [
-        "ingest", f"output_dir={out}", "phantom.cases=2", "phantom.eval_cases=0", "phantom.size=64",
-        "ingest.image_size=32", f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
-    ]  # fmt: skip
-    assert main(args) == 0
-    return out
+    return ingest_tiny_phantom(tmp_path_factory.mktemp("sweep"))
 
 
 def test_a_changed_sweep_is_not_resumed_under_the_same_name(ingested: Path, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from conftest import ingest_tiny_phantom
 from tanq_ray.cli import main
 from tanq_ray.config import Config, load_config
 from tanq_ray.stages import train_stage
@@ -29,13 +30,7 @@ TINY_MODEL = [
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Path:
     """A phantom cohort ingested at 32 x 32 (shared by the tests of this module)."""
-    out = tmp_path_factory.mktemp("train")
-    args = [
-        "ingest", f"output_dir={out}", "phantom.cases=2", "phantom.eval_cases=0", "phantom.size=64",
-        "ingest.image_size=32", f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
-    ]  # fmt: skip
-    assert main(args) == 0
-    return out
+    return ingest_tiny_phantom(tmp_path_factory.mktemp("train"))
 
 
 def config_for(shards: Path, tmp_path: Path, *overrides: str) -> Config:
