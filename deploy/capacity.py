@@ -1,14 +1,17 @@
 """Capacity plan: work per stage x time per unit -> GPU-hours and wall time on N GPU workers.
 
     python deploy/capacity.py [key=value ...] [--config configs/paper.yaml] [--gpus 1 2 5 10] [--out STEM]
+                              [--measured]
 
 The work comes from the config (epochs, batch, nnUNet configurations x folds,
 self-training rounds) and the cohort: CrossMoDA 2022, 210 labelled ceT1 + 210
 hrT2 training volumes and 64 validation hrT2 (PAPER.md, section 5), at about
 120 axial slices per volume after resampling to 1.5 mm (README, design notes).
 Each time per unit says where it comes from (:data:`UNIT_TIMES`): measured on
-the 2-core development CPU, quoted from the paper (RTX 3090), or derived. No
-figure here was measured on a GPU.
+the 2-core development CPU, quoted from the paper (RTX 3090), or derived.
+With ``--measured`` the translators' training steps and slices come from
+:data:`MEASURED_GPU` instead, measured by ``tanq bench gpu`` on one GPU
+(docs/gpu.md); nnUNet stays on the paper's figures.
 
 Wall time assumes one GPU per worker (deploy/kubernetes/ray-cluster.yaml):
 TANQ and CycleGAN train side by side when there are GPUs for both, the
@@ -21,9 +24,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from tanq_ray.config import Config, ConfigError, load_config
 from tanq_ray.tables import Table
@@ -74,6 +77,29 @@ UNIT_TIMES = {
     "nnunet_training": UnitTime(24.0 * HOUR, "paper, RTX 3090 (our reading)"),
     "nnunet_predict": UnitTime(12.1, "paper, RTX 3090"),
 }
+
+
+@dataclass(frozen=True)
+class GpuFigures:
+    """Translator times measured on one GPU by ``tanq bench gpu`` (bf16 autocast, 256 x 256, batch 4)."""
+
+    card: str
+    date: str
+    step_seconds: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per training iteration (one D + G update), by model."""
+    translate_seconds: Mapping[str, float] = field(default_factory=dict)
+    """Seconds per translated slice, by model."""
+
+    @property
+    def source(self) -> str:
+        return f"measured: `tanq bench gpu`, {self.card}, {self.date}"
+
+
+# `tanq bench gpu` on one NVIDIA H200 (torch 2.11, CUDA 13.0), 2026-11-28: bf16 autocast steps without
+# channels_last or torch.compile (what `train.bf16` runs), fp32 translation of batches of 8 slices.
+MEASURED_GPU = GpuFigures(
+    "NVIDIA H200", "2026-11-28", {"tanq": 0.1023, "cyclegan": 0.06414}, {"tanq": 0.003704, "cyclegan": 0.001434}
+)
 
 
 def translator_seconds_per_iteration(model: str, batch_size: int) -> float:
@@ -127,8 +153,14 @@ class Stage:
     wall_hours: WallHours
 
 
-def plan(config: Config, cohort: Cohort = PAPER_COHORT, cores_per_gpu_worker: int = 8) -> list[Stage]:
-    """The stages of one pipeline run under ``config`` on ``cohort``, in order."""
+def plan(
+    config: Config, cohort: Cohort = PAPER_COHORT, cores_per_gpu_worker: int = 8, gpu: GpuFigures | None = None
+) -> list[Stage]:
+    """The stages of one pipeline run under ``config`` on ``cohort``, in order.
+
+    ``gpu``: take the translators' step and slice times from these measured
+    figures instead of the paper's (derived) ones.
+    """
     train, segment = config.train, config.segment
     ingest, predict, nnunet = UNIT_TIMES["ingest"], UNIT_TIMES["nnunet_predict"], UNIT_TIMES["nnunet_training"]
 
@@ -143,7 +175,11 @@ def plan(config: Config, cohort: Cohort = PAPER_COHORT, cores_per_gpu_worker: in
 
     iterations_per_epoch = math.ceil(cohort.ceT1_slices / (train.batch_size * train.num_workers))
     epochs = {model: getattr(config.models, model).epochs for model in PAPER_EPOCHS}
-    per_iteration = {model: translator_seconds_per_iteration(model, train.batch_size) for model in PAPER_EPOCHS}
+    if gpu is None:
+        per_iteration = {model: translator_seconds_per_iteration(model, train.batch_size) for model in PAPER_EPOCHS}
+        train_source = "derived: paper's 72 GPU-h split by our CPU step times"
+    else:
+        per_iteration, train_source = dict(gpu.step_seconds), gpu.source
     hours = {model: epochs[model] * iterations_per_epoch * per_iteration[model] / HOUR for model in PAPER_EPOCHS}
     stages.append(
         Stage(
@@ -151,18 +187,23 @@ def plan(config: Config, cohort: Cohort = PAPER_COHORT, cores_per_gpu_worker: in
             f"{epochs['tanq']} + {epochs['cyclegan']} epochs x {iterations_per_epoch:,} iterations "
             f"(batch {train.batch_size} x {train.num_workers} GPU)",
             f"{per_iteration['tanq']:.3f} / {per_iteration['cyclegan']:.3f} s / iteration",
-            "derived: paper's 72 GPU-h split by our CPU step times",
+            train_source,
             gpu_hours=sum(hours.values()) * train.num_workers,
             wall_hours=in_lanes(list(hours.values()), train.num_workers),
         )
     )
 
-    per_slice = {model: UNIT_TIMES[f"translate_{model}"].seconds for model in PAPER_EPOCHS}
+    if gpu is None:
+        per_slice = {model: UNIT_TIMES[f"translate_{model}"].seconds for model in PAPER_EPOCHS}
+        translate_source = UNIT_TIMES["translate_tanq"].source
+    else:
+        per_slice, translate_source = dict(gpu.translate_seconds), gpu.source
     translate_hours = cohort.ceT1_slices * sum(per_slice.values()) / HOUR
     stages.append(
         Stage(
-            "translate", f"2 x {cohort.ceT1_slices:,} slices", f"{per_slice['tanq']} / {per_slice['cyclegan']} s / slice",
-            UNIT_TIMES["translate_tanq"].source, gpu_hours=translate_hours, wall_hours=spread(translate_hours),
+            "translate", f"2 x {cohort.ceT1_slices:,} slices",
+            f"{per_slice['tanq']:.4g} / {per_slice['cyclegan']:.4g} s / slice",
+            translate_source, gpu_hours=translate_hours, wall_hours=spread(translate_hours),
         )
     )  # fmt: skip
 
@@ -219,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/paper.yaml", help="config file (default: %(default)s)")
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2, 5, 10], help="numbers of GPU workers to plan for")
     parser.add_argument("--out", type=Path, help="also write <OUT>.md and <OUT>.csv")
+    parser.add_argument(
+        "--measured", action="store_true", help="translator times measured on a GPU (MEASURED_GPU), not the paper's"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.gpus):
@@ -227,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, args.overrides)
     except ConfigError as err:
         parser.error(str(err))
-    table = capacity_table(plan(config), args.gpus)
+    table = capacity_table(plan(config, gpu=MEASURED_GPU if args.measured else None), args.gpus)
     print(table.markdown(DIGITS), end="")
     if args.out is not None:
         for path in table.write(args.out):

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "sweep": ("Ray Tune sweep: parallel efficiency", "tanq_ray.bench.sweep"),
     "translate": ("Translate stage: seconds per slice and volume", "tanq_ray.bench.translate"),
     "segment": ("nnUNet on Ray: folds in parallel, pseudo-labelling", "tanq_ray.bench.segment"),
+    "gpu": ("The paper configuration on one GPU: steps, QS attention, translation, capacity", "tanq_ray.bench.gpu"),
 }
 
 

@@ -55,15 +55,36 @@ def attention_entropy(features: Tensor) -> Tensor:
     return -(log_a.exp() * log_a).sum(dim=-1)
 
 
-def qs_global_selection(features: Tensor, num_patches: int) -> PatchSelection:
+@torch.no_grad()
+def streamed_attention_entropy(features: Tensor, chunk_rows: int = 512) -> Tensor:
+    """:func:`attention_entropy` over ``chunk_rows`` rows of ``A`` at a time, never the whole ``(h*w)²`` matrix.
+
+    A row's entropy needs only that row's softmax, so peak memory is
+    ``B x chunk_rows x h*w`` instead of ``B x (h*w)²``; the result is the same.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    q = flatten_positions(features)
+    keys = q.transpose(1, 2)
+    entropy = q.new_empty(q.shape[:2], dtype=torch.promote_types(q.dtype, torch.float32))
+    for start in range(0, q.shape[1], chunk_rows):
+        log_a = torch.log_softmax(q[:, start : start + chunk_rows] @ keys, dim=-1)
+        entropy[:, start : start + chunk_rows] = -(log_a.exp() * log_a).sum(dim=-1)
+    return entropy
+
+
+def qs_global_selection(features: Tensor, num_patches: int, chunk_rows: int | None = None) -> PatchSelection:
     """QS-Attn global: the ``min(N, h*w)`` lowest-entropy rows of ``A`` (eq. 9), lowest first.
 
     Only the kept rows of ``A`` are formed with autograd (a row's softmax needs
     only that row), which avoids holding the ``(h*w)²`` matrix for backward.
+    ``chunk_rows``: rank by :func:`streamed_attention_entropy` with that many
+    rows at a time (``None``: the whole matrix at once).
     """
     _, _, h, w = features.shape
     keep = min(num_patches, h * w)
-    indices = attention_entropy(features).topk(keep, dim=1, largest=False, sorted=True).indices
+    entropy = attention_entropy(features) if chunk_rows is None else streamed_attention_entropy(features, chunk_rows)
+    indices = entropy.topk(keep, dim=1, largest=False, sorted=True).indices
     q = flatten_positions(features)
     rows = q.gather(1, indices.unsqueeze(-1).expand(-1, -1, q.shape[-1]))
     attention = torch.softmax(rows @ q.transpose(1, 2), dim=-1)
