@@ -52,8 +52,8 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     )
     print(
         f"phantom cohort in {args.out}: {len(cohort.labelled_cases)} labelled ceT1, "
-        f"{len(cohort.unlabelled_cases)} unlabelled hrT2 (train/), {len(cohort.eval_case_ids)} evaluation hrT2 "
-        f"(eval/, labels in eval_labels/)"
+        f"{len(cohort.unlabelled_cases)} unlabelled hrT2 (train/; their truth, for the target-supervised row only, "
+        f"in train_hrT2_labels/), {len(cohort.eval_case_ids)} evaluation hrT2 (eval/, labels in eval_labels/)"
     )
 
 
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     defaults = PhantomConfig()
     phantom = sub.add_parser("phantom", help="write a synthetic CrossMoDA-layout cohort")
-    phantom.add_argument("--out", type=Path, required=True, help="folder for train/, eval/, eval_labels/")
+    phantom.add_argument("--out", type=Path, required=True, help="folder for train/, train_hrT2_labels/, eval/, eval_labels/")
     phantom.add_argument("--cases", type=int, default=defaults.cases, help="labelled ceT1 subjects (and as many hrT2)")
     phantom.add_argument("--eval-cases", type=int, default=defaults.eval_cases, help="evaluation hrT2 subjects")
     phantom.add_argument("--size", type=int, default=defaults.size, help="in-plane matrix of the finest acquisition")

@@ -33,6 +33,10 @@ class DataConfig(StrictModel):
     )
     eval_dir: Path | None = Field(None, description="hrT2 volumes to segment (never read by training)")
     eval_labels_dir: Path | None = Field(None, description="optional truth for eval_dir")
+    train_hrT2_labels_dir: Path | None = Field(
+        None,
+        description="optional truth of train_dir's hrT2 (<case>_Label.nii.gz); only the target-supervised reference row reads it",
+    )
 
 
 class PhantomConfig(StrictModel):
@@ -52,6 +56,11 @@ class IngestConfig(StrictModel):
     )
     crop_size: int = Field(256, ge=8, description="square center crop of each axial slice, in resampled voxels")
     image_size: int = Field(256, ge=8, description="crop resized to image_size x image_size")
+    roi_shift_mm: tuple[float, float] = Field(
+        (0.0, 0.0),
+        description="in-plane shift (x towards right, y towards anterior, mm) of the crop from each volume's centre; "
+        "the crop is the region of interest of every stage",
+    )
     percentiles: tuple[float, float] = Field(
         (0.5, 99.5), description="robust intensity window mapped to [-1, 1]"
     )
@@ -105,6 +114,15 @@ class SegmentConfig(StrictModel):
     iterations_per_epoch: int = Field(250, ge=1)
     batch_size: int | None = Field(8, ge=1, description="unset = nnUNet's planned batch size")
     initial_lr: float = Field(0.01, gt=0)
+    optimizer: Literal["sgd", "adamw"] = Field(
+        "sgd",
+        description="nnUNet's SGD (Nesterov momentum 0.99, the paper's) or nnUNet's AdamW variant (amsgrad), which "
+        "finds the VS in a few hundred iterations where SGD needs thousands (CPU budgets; use initial_lr 3e-3)",
+    )
+    network_width: int | None = Field(
+        None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
+        "unset = nnUNet's planned network (32); 8-16 trains on a CPU"
+    )
     self_training_rounds: int = Field(4, ge=0)
     refine_pseudo_labels: bool = Field(False, description="clean pseudo-labels before retraining (paper's future work)")
     refine_min_confidence: float = Field(

@@ -3,7 +3,8 @@
 Stages, in order: ingest (after the phantom when ``data.train_dir`` is
 unset) -> train TANQ and train CycleGAN (at once when the cluster holds
 both) -> translate -> segmentation round 0 (multi-view) -> self-training
-rounds 1..R -> evaluate. Each stage has a key: a hash of the config sections
+rounds 1..R -> the reference rows (source-only; target-supervised when the
+training hrT2 have truth) -> evaluate. Each stage has a key: a hash of the config sections
 it reads and the keys of the stages it depends on. A finished stage writes
 ``<output_dir>/pipeline/<stage>.json`` with its key and outputs; running the
 pipeline again skips every stage whose key is unchanged, so changing
@@ -28,7 +29,7 @@ from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tables import Table
-from tanq_ray.self_training import round_dir
+from tanq_ray.self_training import SOURCE_ONLY, TARGET_SUPERVISED, reference_dir, round_dir, round_name
 from tanq_ray.stages import TRANSLATORS
 from tanq_ray.tracking import RunHandle, Tracker
 
@@ -141,9 +142,16 @@ class Pipeline:
         return Table(["stage", "state", "seconds"], [{"stage": s.name, "state": s.state, "seconds": s.seconds} for s in self.states])
 
 
+def reference_row_names(config: Config) -> list[str]:
+    """The reference rows the configured data can have (see :func:`tanq_ray.stages.reference_rows`)."""
+    has_truth = config.data.train_dir is None or config.data.train_hrT2_labels_dir is not None
+    return [SOURCE_ONLY] + ([TARGET_SUPERVISED] if has_truth else [])
+
+
 def stage_names(config: Config) -> list[str]:
     rounds = [f"segment-round-{r}" for r in range(config.segment.self_training_rounds + 1)]
-    return ["ingest", *(f"train-{m}" for m in TRANSLATORS), "translate", *rounds, "evaluate"]
+    references = [f"segment-{row}" for row in reference_row_names(config)]
+    return ["ingest", *(f"train-{m}" for m in TRANSLATORS), "translate", *rounds, *references, "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -178,25 +186,34 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
             generators = stages.train_translators(config, tracker, parent, pipeline, train_keys)
 
         translate_key = stage_key({"train": train_keys, "generators": {m: _file_stamp(Path(g)) for m, g in generators.items()}})
-        translated = pipeline.run("translate", translate_key, lambda: stages.translate_outputs(config, tracker, parent, generators))
+        translated = pipeline.run("translate", translate_key, lambda: stages.translate_outputs(config, tracker, parent, generators, folders))
 
-        evaluations = {}
-        previous_key = stage_key({"translate": translate_key, "segment": _section(config, "segment"), "eval": folders["eval_dir"]})
+        rows: dict[str, dict[str, Any]] = {}
+        segment_inputs = {"segment": _section(config, "segment"), "eval": folders["eval_dir"]}
+        previous_key = stage_key({"translate": translate_key, **segment_inputs})
         for index in range(config.segment.self_training_rounds + 1):
             previous_key = stage_key({"previous": previous_key, "round": index})
-            outputs = pipeline.run(
+            rows[round_name(index)] = outputs = pipeline.run(
                 f"segment-round-{index}",
                 previous_key,
                 lambda index=index: stages.segment_round_outputs(config, tracker, parent, index, translated, folders),
                 work_dirs=[round_dir(config, index)],
             )
-            if outputs.get("per_case"):
-                evaluations[index] = outputs["per_case"]
             if outputs.get("summary"):
                 parent.log_metrics({k: v for k, v in outputs["summary"].items() if isinstance(v, (int, float))}, step=index)
+        references = {}
+        for row in reference_row_names(config):
+            references[row] = pipeline.run(
+                f"segment-{row}",
+                stage_key({"ingest": ingest_key, "row": row, **segment_inputs}),
+                lambda row=row: stages.reference_row_outputs(config, tracker, parent, row, folders),
+                work_dirs=[reference_dir(config, row)],
+            )
+        table_rows = {name: references[name] for name in references if name == SOURCE_ONLY} | rows
+        table_rows |= {name: references[name] for name in references if name != SOURCE_ONLY}
 
-        evaluate_key = stage_key({"rounds": previous_key})
-        final = pipeline.run("evaluate", evaluate_key, lambda: stages.evaluate_outputs(config, tracker, parent, evaluations, folders))
+        evaluate_key = stage_key({"rounds": previous_key, "references": {r: references[r].get("summary") for r in references}})
+        final = pipeline.run("evaluate", evaluate_key, lambda: stages.evaluate_outputs(config, tracker, parent, table_rows, folders))
         stage_table = pipeline.table()
         parent.log_text(stage_table.markdown(), "stages.md")
     table = Path(final["table"]) if final.get("table") else None

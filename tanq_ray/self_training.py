@@ -1,4 +1,4 @@
-"""The segmentation rounds of PAPER.md §3.3: nnUNet on multi-view pseudo-hrT2, then self-training.
+"""The segmentation rows: nnUNet on multi-view pseudo-hrT2, self-training (PAPER.md §3.3), and the reference rows.
 
 Round 0 trains nnUNet on the pseudo-hrT2 volumes of both translators (true
 ceT1 labels; the two views of a subject stay in one fold). Round ``r >= 1``
@@ -8,43 +8,92 @@ new nnUNet on pseudo-hrT2 + real hrT2. Every round segments the evaluation
 hrT2 volumes, and scores them when their labels exist. Each round lives in
 ``<output_dir>/segment/round_<r>/`` (nnUNet folders, ``pseudo_labels/``,
 ``eval_predictions/``), so a round can be resumed or re-run alone.
+
+Everything nnUNet sees is an ROI volume (:mod:`tanq_ray.data.roi`): the
+pseudo-hrT2 as translate wrote them, and real volumes cut once under
+``<output_dir>/roi/<group>/``. Pseudo-labels and evaluation predictions are
+written on the ROI grid (``roi/``, what the next round trains on) and pasted
+back onto each scan's full grid (what the user opens, and what is scored).
+
+The reference rows of the evaluation table are trained by the same
+:func:`train_and_score`, each in ``<output_dir>/segment/<row>/``:
+*source-only* on the ceT1 ROI volumes with their labels (no adaptation, the
+lower bound) and *target-supervised* on real hrT2 with true labels (the
+upper bound; only when such labels exist).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
-from tanq_ray.config import Config
+from tanq_ray.config import Config, SegmentConfig
 from tanq_ray.data.layout import scan_folder
+from tanq_ray.data.roi import RoiCase
 from tanq_ray.evaluate import Evaluation, evaluate_folder
-from tanq_ray.segment import FoldLogging, Segmenter, TrainingCase, predict_volumes, refine_pseudo_labels, train_segmenter
+from tanq_ray.segment import FoldLogging, Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
+from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
 from tanq_ray.translate import TranslatedCase
 
 VIEW_SEPARATOR = "__"
+SOURCE_ONLY = "source-only"
+TARGET_SUPERVISED = "target-supervised"
+REFERENCE_ROWS = (SOURCE_ONLY, TARGET_SUPERVISED)
 
 
 @dataclass(frozen=True)
-class RoundResult:
-    """What one round produced."""
+class RowResult:
+    """What one trained row (a self-training round or a reference row) produced."""
 
-    index: int
     segmenter: Segmenter
     n_training_cases: int
     evaluation: Evaluation | None
     eval_predictions: Path | None
+    """Full-grid label maps of the evaluation hrT2 (None without evaluation volumes)."""
 
 
 def round_dir(config: Config, index: int) -> Path:
     return config.stage_dir("segment") / f"round_{index}"
 
 
-def hrT2_volumes(folder: Path | None) -> list[tuple[str, Path]]:
-    """``(case_id, path)`` of every hrT2 volume in a CrossMoDA-layout folder (none when ``folder`` is None)."""
+def reference_dir(config: Config, row: str) -> Path:
+    return config.stage_dir("segment") / row
+
+
+def hrT2_volumes(folder: Path | None, labels_dir: Path | None = None) -> list[VolumeToCut]:
+    """Every hrT2 volume of a CrossMoDA-layout folder (none when ``folder`` is None), with ``labels_dir/<case>_Label.nii.gz``."""
     if folder is None:
         return []
-    return [(v.case_id, v.image) for v in scan_folder(folder) if v.domain == "hrT2"]
+    return [VolumeToCut(v.case_id, v.image, _truth(labels_dir, v.case_id)) for v in scan_folder(folder) if v.domain == "hrT2"]
+
+
+def _truth(labels_dir: Path | None, case_id: str) -> Path | None:
+    if labels_dir is None:
+        return None
+    path = Path(labels_dir) / f"{case_id}_Label.nii.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"hrT2 case '{case_id}' has no label: expected '{path}'")
+    return path
+
+
+def hrT2_rois(config: Config, group: str, folder: Path | None, labels_dir: Path | None = None) -> list[RoiCase]:
+    """The hrT2 volumes of ``folder`` cut to their ROI under ``<output_dir>/roi/<group>/`` (kept across runs)."""
+    return cut_rois(hrT2_volumes(folder, labels_dir), config.ingest, config.stage_dir("roi") / group)
+
+
+def reference_cases(config: Config, row: str, train_dir: Path, train_labels_dir: Path | None) -> list[TrainingCase]:
+    """Training cases of a reference row: ceT1 + labels (source-only) or real hrT2 + true labels (target-supervised)."""
+    if row == SOURCE_ONLY:
+        volumes = [VolumeToCut(v.case_id, v.image, v.label) for v in scan_folder(train_dir) if v.domain == "ceT1"]
+        rois = cut_rois(volumes, config.ingest, config.stage_dir("roi") / "ceT1")
+    elif row == TARGET_SUPERVISED:
+        if train_labels_dir is None:
+            raise ValueError("the target-supervised row needs data.train_hrT2_labels_dir (truth of the training hrT2)")
+        rois = hrT2_rois(config, "hrT2_labelled", train_dir, train_labels_dir)
+    else:
+        raise ValueError(f"unknown reference row '{row}', expected one of {REFERENCE_ROWS}")
+    return [TrainingCase(r.case_id, r.image, r.label) for r in rois if r.label is not None]
 
 
 def multi_view_cases(translated: Sequence[TranslatedCase]) -> list[TrainingCase]:
@@ -52,41 +101,40 @@ def multi_view_cases(translated: Sequence[TranslatedCase]) -> list[TrainingCase]
     return [TrainingCase(f"{c.case_id}{VIEW_SEPARATOR}{c.view}", c.image, c.label, group=c.case_id) for c in translated]
 
 
-def pseudo_labelled_cases(previous: Segmenter, config: Config, index: int, unlabelled: Sequence[tuple[str, Path]]) -> list[TrainingCase]:
-    """Real hrT2 volumes with labels predicted by the previous round's model (refined when configured)."""
+def pseudo_labelled_cases(previous: Segmenter, config: Config, index: int, unlabelled: Sequence[RoiCase]) -> list[TrainingCase]:
+    """Real hrT2 ROI volumes with labels predicted by the previous round's model (refined when configured).
+
+    The labels are written under ``<round>/pseudo_labels/`` on the full grid
+    for the user and on the ROI grid (``roi/``) for training.
+    """
     folder = round_dir(config, index) / "pseudo_labels"
     refine = config.segment.refine_pseudo_labels
-    labels = predict_volumes(previous, unlabelled, folder / ("raw" if refine else ""), save_probabilities=refine)
+    labels = segment_rois(previous, unlabelled, folder / ("raw" if refine else ""), save_probabilities=refine)
     if refine:
-        labels = refine_pseudo_labels(labels, folder, config.segment.refine_min_confidence)
-    images = dict(unlabelled)
-    return [TrainingCase(case_id, images[case_id], label) for case_id, label in sorted(labels.items())]
+        labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, config.segment.refine_min_confidence)
+        for case in unlabelled:
+            paste_back_file(labels[case.case_id], case, folder / f"{case.case_id}.nii.gz")
+    return [TrainingCase(case.case_id, case.image, labels[case.case_id]) for case in unlabelled]
 
 
-def run_round(
-    config: Config,
-    index: int,
+def train_and_score(
+    settings: SegmentConfig,
+    folder: Path,
     cases: Sequence[TrainingCase],
-    eval_images: Sequence[tuple[str, Path]],
+    eval_rois: Sequence[RoiCase],
     eval_labels_dir: Path | None,
     logging: FoldLogging | None,
-) -> RoundResult:
-    """Train round ``index``'s nnUNet on ``cases``, segment the evaluation volumes and score them if labelled."""
-    folder = round_dir(config, index)
-    segmenter = train_segmenter(config.segment, folder, cases, logging=logging)
-    if not eval_images:
-        return RoundResult(index, segmenter, len(cases), None, None)
+) -> RowResult:
+    """Train an nnUNet on ``cases`` in ``folder``, segment the evaluation ROIs, score the pasted-back labels if labelled."""
+    segmenter = train_segmenter(settings, folder, cases, logging=logging)
+    if not eval_rois:
+        return RowResult(segmenter, len(cases), None, None)
     predictions = folder / "eval_predictions"
-    predict_volumes(segmenter, eval_images, predictions)
+    segment_rois(segmenter, eval_rois, predictions)
     evaluation = evaluate_folder(predictions, eval_labels_dir) if eval_labels_dir is not None else None
-    return RoundResult(index, segmenter, len(cases), evaluation, predictions)
+    return RowResult(segmenter, len(cases), evaluation, predictions)
 
 
 def round_name(index: int) -> str:
     """How tables name a round: ``multi-view (no self-training)``, ``self-training round 1``, ..."""
     return "multi-view (no self-training)" if index == 0 else f"self-training round {index}"
-
-
-def round_table_rows(evaluations: Mapping[int, Evaluation]) -> dict[str, list[dict]]:
-    """Per-case rows of each scored round, keyed by :func:`round_name` (input of ``comparison_table``)."""
-    return {round_name(index): evaluation.per_case for index, evaluation in sorted(evaluations.items())}

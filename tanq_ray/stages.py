@@ -21,9 +21,24 @@ from tanq_ray.data.ingest import IngestResult, run_ingest
 from tanq_ray.data.phantom import Cohort, generate_cohort
 from tanq_ray.data.preview import sample_grid
 from tanq_ray.evaluate import comparison_table, evaluate_folder, readable_view
+from tanq_ray.data.shards import Manifest
 from tanq_ray.io_utils import write_text_atomic
-from tanq_ray.segment import FoldLogging, load_segmenter
-from tanq_ray.self_training import RoundResult, hrT2_volumes, multi_view_cases, pseudo_labelled_cases, round_dir, round_name, run_round
+from tanq_ray.overlays import prediction_figure, translation_figure
+from tanq_ray.segment import FoldLogging, TrainingCase, load_segmenter
+from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois
+from tanq_ray.self_training import (
+    SOURCE_ONLY,
+    TARGET_SUPERVISED,
+    RowResult,
+    hrT2_rois,
+    multi_view_cases,
+    pseudo_labelled_cases,
+    reference_cases,
+    reference_dir,
+    round_dir,
+    round_name,
+    train_and_score,
+)
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.export import GENERATOR_FILE
 from tanq_ray.train.launcher import TrainResult, launch_training, model_tags
@@ -45,6 +60,12 @@ class DataFolders:
     train_dir: Path
     eval_dir: Path | None
     eval_labels_dir: Path | None
+    train_hrT2_labels_dir: Path | None = None
+
+    @classmethod
+    def from_outputs(cls, outputs: dict[str, str | None]) -> "DataFolders":
+        """Back from :func:`data_folder_outputs`."""
+        return cls(**{name: None if outputs.get(name) is None else Path(outputs[name]) for name in cls.__dataclass_fields__})
 
 
 def phantom_stage(config: Config, tracker: Tracker, parent: RunHandle) -> Cohort:
@@ -68,10 +89,10 @@ def data_folders(config: Config, tracker: Tracker, parent: RunHandle) -> DataFol
     """The configured data folders; with ``data.train_dir`` unset, a phantom cohort generated first."""
     data = config.data
     if data.train_dir is not None:
-        return DataFolders(data.train_dir, data.eval_dir, data.eval_labels_dir)
+        return DataFolders(data.train_dir, data.eval_dir, data.eval_labels_dir, data.train_hrT2_labels_dir)
     log.info("data.train_dir is unset: generating the phantom cohort under %s", config.stage_dir("phantom"))
     cohort = phantom_stage(config, tracker, parent)
-    return DataFolders(cohort.train_dir, cohort.eval_dir, cohort.eval_labels_dir)
+    return DataFolders(cohort.train_dir, cohort.eval_dir, cohort.eval_labels_dir, cohort.train_labels_dir)
 
 
 def ingest_stage(config: Config, tracker: Tracker, parent: RunHandle, folders: DataFolders | None = None) -> IngestResult:
@@ -168,8 +189,13 @@ def translator_paths(config: Config) -> dict[str, Path]:
     return {model: config.stage_dir("train") / model / GENERATOR_FILE for model in TRANSLATORS}
 
 
-def translate_stage(config: Config, tracker: Tracker, parent: RunHandle, generators: dict[str, Path]) -> TranslateResult:
-    """ceT1 volumes -> one pseudo-hrT2 volume per translator under ``<output_dir>/translate/<view>/``."""
+def translate_stage(
+    config: Config, tracker: Tracker, parent: RunHandle, generators: dict[str, Path], hrT2_truth: Path | None = None
+) -> TranslateResult:
+    """ceT1 volumes -> one pseudo-hrT2 ROI volume per translator under ``<output_dir>/translate/<view>/``.
+
+    Logs throughput and ``translation.png`` (:func:`translation_picture`).
+    """
     with tracker.stage("translate", parent) as run:
         ensure_ray(config)
         result = translate_cohort(config.stage_dir("ingest"), generators, config.stage_dir("translate"), use_gpu=config.train.use_gpu or None)
@@ -183,72 +209,143 @@ def translate_stage(config: Config, tracker: Tracker, parent: RunHandle, generat
                 "seconds_per_volume": result.seconds / max(result.volumes, 1),
             }
         )
+        run.log_artifact(translation_picture(config, result, hrT2_truth))
     return result
 
 
-def translate_outputs(config: Config, tracker: Tracker, parent: RunHandle, generators: dict[str, str]) -> dict[str, Any]:
-    result = translate_stage(config, tracker, parent, {view: Path(path) for view, path in generators.items()})
+def translation_picture(config: Config, result: TranslateResult, hrT2_truth: Path | None) -> Path:
+    """``translate/translation.png``: the first ceT1 case | its pseudo-hrT2 per view | a real hrT2 of the same site."""
+    manifest = Manifest.read(config.stage_dir("ingest"))
+    source = next(v for v in manifest.volumes if v.domain == "ceT1")
+    same_site = [v for v in manifest.volumes if v.domain == "hrT2" and v.site == source.site]
+    real = (same_site or [v for v in manifest.volumes if v.domain == "hrT2"])[0]
+    truth = Path(hrT2_truth) / f"{real.case_id}_Label.nii.gz" if hrT2_truth is not None else None
+    truth = truth if truth is not None and truth.is_file() else None
+    roi = config.stage_dir("roi")
+    [source_roi] = cut_rois([VolumeToCut(source.case_id, Path(source.image_file), Path(source.label_file))], config.ingest, roi / "ceT1")
+    [real_roi] = cut_rois([VolumeToCut(real.case_id, Path(real.image_file), truth)], config.ingest, roi / "picture")
+    views = {c.view: c.image for c in result.cases if c.case_id == source.case_id}
+    out = config.stage_dir("translate") / "translation.png"
+    return translation_figure(source_roi.image, source_roi.label, views, real_roi.image, real_roi.label, source.case_id, out)
+
+
+def translate_outputs(
+    config: Config, tracker: Tracker, parent: RunHandle, generators: dict[str, str], folders: dict[str, str | None]
+) -> dict[str, Any]:
+    truth = folders.get("train_hrT2_labels_dir")
+    result = translate_stage(config, tracker, parent, {view: Path(path) for view, path in generators.items()}, None if truth is None else Path(truth))
     return {"cases": [{"case_id": c.case_id, "view": c.view, "image": str(c.image), "label": str(c.label)} for c in result.cases]}
 
 
 def segment_round_stage(
     config: Config, tracker: Tracker, parent: RunHandle, index: int, translated: list[TranslatedCase], folders: DataFolders
-) -> RoundResult:
+) -> RowResult:
     """Round ``index`` of nnUNet (0: multi-view pseudo-hrT2; >= 1: self-training), one nested run with a child per fold."""
-    with tracker.stage("segment", parent, tags={"round": index}, name=f"segment-round-{index}") as run:
+    with tracker.stage("segment", parent, tags={"round": index, "row": round_name(index)}, name=f"segment-round-{index}") as run:
         ensure_ray(config)
         cases = multi_view_cases(translated)
         if index > 0:
             previous = load_segmenter(round_dir(config, index - 1))
-            cases += pseudo_labelled_cases(previous, config, index, hrT2_volumes(folders.train_dir))
-        logging_to = FoldLogging(tracker.uri, tracker.experiment_id, run.run_id)
-        result = run_round(config, index, cases, hrT2_volumes(folders.eval_dir), folders.eval_labels_dir, logging_to)
-        run.log_metrics({"training_cases": len(cases), "cv_dice": result.segmenter.cv_dice_selected})
-        run.set_tags({"configurations": "+".join(result.segmenter.configurations)})
-        if result.evaluation is not None:
-            run.log_metrics({k: v for k, v in result.evaluation.summary.items() if isinstance(v, (int, float))})
-            run.log_artifact(result.evaluation.per_case_path)
-            run.log_artifact(result.evaluation.summary_path)
+            cases += pseudo_labelled_cases(previous, config, index, hrT2_rois(config, "hrT2", folders.train_dir))
+        result = _train_row(config, tracker, run, round_dir(config, index), cases, folders)
     return result
+
+
+def reference_row_stage(config: Config, tracker: Tracker, parent: RunHandle, row: str, folders: DataFolders) -> RowResult:
+    """A reference row (source-only or target-supervised): its own nnUNet with the same schedule, one nested run."""
+    with tracker.stage("segment", parent, tags={"row": row}, name=f"segment-{row}") as run:
+        ensure_ray(config)
+        cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
+        result = _train_row(config, tracker, run, reference_dir(config, row), cases, folders)
+    return result
+
+
+def _train_row(
+    config: Config, tracker: Tracker, run: RunHandle, folder: Path, cases: list[TrainingCase], folders: DataFolders
+) -> RowResult:
+    """Train and score one row in ``folder``; log its counts, cross-validation Dice and scores to ``run``."""
+    logging_to = FoldLogging(tracker.uri, tracker.experiment_id, run.run_id)
+    eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
+    result = train_and_score(config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to)
+    run.log_metrics({"training_cases": len(cases), "cv_dice": result.segmenter.cv_dice_selected})
+    run.set_tags({"configurations": "+".join(result.segmenter.configurations)})
+    if result.evaluation is not None:
+        run.log_metrics({k: v for k, v in result.evaluation.summary.items() if isinstance(v, (int, float))})
+        run.log_artifact(result.evaluation.per_case_path)
+        run.log_artifact(result.evaluation.summary_path)
+    return result
+
+
+def row_outputs(result: RowResult) -> dict[str, Any]:
+    """A trained row as JSON-ready stage outputs."""
+    evaluation = result.evaluation
+    return {
+        "work_dir": str(result.segmenter.work_dir),
+        "eval_predictions": None if result.eval_predictions is None else str(result.eval_predictions),
+        "per_case": evaluation.per_case if evaluation else None,
+        "summary": evaluation.summary if evaluation else None,
+    }
 
 
 def segment_round_outputs(
     config: Config, tracker: Tracker, parent: RunHandle, index: int, translated: dict[str, Any], folders: dict[str, str | None]
 ) -> dict[str, Any]:
     cases = [TranslatedCase(c["case_id"], c["view"], Path(c["image"]), Path(c["label"])) for c in translated["cases"]]
-    paths = DataFolders(*(None if folders[k] is None else Path(folders[k]) for k in ("train_dir", "eval_dir", "eval_labels_dir")))
-    result = segment_round_stage(config, tracker, parent, index, cases, paths)
-    evaluation = result.evaluation
-    return {
-        "work_dir": str(result.segmenter.work_dir),
-        "per_case": evaluation.per_case if evaluation else None,
-        "summary": evaluation.summary if evaluation else None,
-    }
+    return row_outputs(segment_round_stage(config, tracker, parent, index, cases, DataFolders.from_outputs(folders)))
+
+
+def reference_row_outputs(config: Config, tracker: Tracker, parent: RunHandle, row: str, folders: dict[str, str | None]) -> dict[str, Any]:
+    return row_outputs(reference_row_stage(config, tracker, parent, row, DataFolders.from_outputs(folders)))
 
 
 def evaluate_stage(
-    config: Config, tracker: Tracker, parent: RunHandle, per_case: dict[int, list[dict[str, Any]]], labels_dir: Path | None
+    config: Config, tracker: Tracker, parent: RunHandle, rows: dict[str, dict[str, Any]], folders: DataFolders
 ) -> Path | None:
-    """The final table: every scored round (Dice, ASSD, mean +- std, paired t-test against round 0) in ``<output_dir>/evaluation/``."""
+    """The final table in ``<output_dir>/evaluation/``: every scored row, with the gap closed between the reference rows.
+
+    ``rows`` maps row name -> :func:`row_outputs`, in table order (source-only,
+    the rounds, target-supervised); the last round's predictions are the
+    recipe's result (``per_case.csv``, ``summary.json``). p-values are paired
+    t-tests of per-case mean Dice against source-only. ``predictions_<case>.png``
+    shows every row's prediction on the first evaluation cases.
+    """
     out = config.stage_dir("evaluation")
+    labels_dir = folders.eval_labels_dir
     with tracker.stage("evaluate", parent) as run:
-        if not per_case or labels_dir is None:
-            log.warning("no round was scored (no data.eval_labels_dir): the evaluation table is empty")
+        scored = {name: row["per_case"] for name, row in rows.items() if row.get("per_case")}
+        if not scored or labels_dir is None:
+            log.warning("no row was scored (no data.eval_labels_dir): the evaluation table is empty")
             return None
-        final = evaluate_folder(round_dir(config, max(per_case)) / "eval_predictions", labels_dir, out)
-        runs = {round_name(index): rows for index, rows in sorted(per_case.items())}
-        table = comparison_table(runs, reference=round_name(0) if len(runs) > 1 else None)
+        final_row = [name for name in rows if name not in (SOURCE_ONLY, TARGET_SUPERVISED)][-1]
+        final = evaluate_folder(Path(rows[final_row]["eval_predictions"]), labels_dir, out)
+        bounds = (SOURCE_ONLY, TARGET_SUPERVISED) if {SOURCE_ONLY, TARGET_SUPERVISED} <= set(scored) else None
+        table = comparison_table(scored, reference=SOURCE_ONLY if SOURCE_ONLY in scored else None, bounds=bounds)
         _, comma_separated = table.write(out / "results")
         markdown = write_text_atomic(out / "results.md", readable_view(table).markdown())
         run.log_metrics({k: v for k, v in final.summary.items() if isinstance(v, (int, float))})
         for path in (markdown, comma_separated, final.per_case_path, final.summary_path):
             run.log_artifact(path)
+        predictions = {name: Path(rows[name]["eval_predictions"]) / ROI_FOLDER for name in scored}
+        for picture in prediction_pictures(config, folders, predictions, out):
+            run.log_artifact(picture)
+            parent.log_artifact(picture)
     return markdown
 
 
+def prediction_pictures(config: Config, folders: DataFolders, predictions: dict[str, Path], out: Path, cases: int = 2) -> list[Path]:
+    """``predictions_<case>.png`` for the first ``cases`` evaluation cases: a row per table row (see :mod:`tanq_ray.overlays`)."""
+    truths = hrT2_rois(config, "eval_truth", folders.eval_dir, folders.eval_labels_dir)[:cases]
+    return [
+        prediction_figure(
+            truth.image, truth.label, {row: folder / f"{truth.case_id}.nii.gz" for row, folder in predictions.items()},
+            truth.case_id, out / f"predictions_{truth.case_id}.png",
+        )  # fmt: skip
+        for truth in truths
+    ]
+
+
 def evaluate_outputs(
-    config: Config, tracker: Tracker, parent: RunHandle, per_case: dict[int, list[dict[str, Any]]], folders: dict[str, str | None]
+    config: Config, tracker: Tracker, parent: RunHandle, rows: dict[str, dict[str, Any]], folders: dict[str, str | None]
 ) -> dict[str, Any]:
-    labels = folders["eval_labels_dir"]
-    markdown = evaluate_stage(config, tracker, parent, per_case, None if labels is None else Path(labels))
+    markdown = evaluate_stage(config, tracker, parent, rows, DataFolders.from_outputs(folders))
     return {"table": None if markdown is None else str(markdown)}

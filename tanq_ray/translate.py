@@ -4,9 +4,15 @@ PAPER.md §3, step 1 (multi-view segmentation): every ceT1 volume is
 translated by TANQ and by CycleGAN; both pseudo-hrT2 volumes keep the ceT1
 label, so each source case gives two training cases for nnUNet::
 
-    <out_dir>/<view>/<case>_hrT2.nii.gz    pseudo-hrT2 on the ceT1's original grid and affine
-    <out_dir>/<view>/<case>_Label.nii.gz   the ceT1 label file, copied unchanged
+    <out_dir>/<view>/<case>_hrT2.nii.gz    pseudo-hrT2 ROI volume (see tanq_ray.data.roi)
+    <out_dir>/<view>/<case>_Label.nii.gz   the ceT1 label cut to the same ROI
     <out_dir>/<view>/translated.json       generator fingerprint and the cases finished with it
+
+Each pseudo-hrT2 is written as its region of interest (the ingest crop the
+translator saw, placed in the scanner's world by its affine), not pasted into
+a full-size volume of zeros: the segmenter trains and predicts on that same
+region for every volume, so it never learns a field of view or an intensity
+normalisation it will not meet on real hrT2.
 
 How the work is laid out
 ------------------------
@@ -39,11 +45,10 @@ shard-reading tasks and the dataset never starts.
 
 Intensities
 -----------
-The generator's [-1, 1] output is mapped linearly to :data:`OUTPUT_RANGE`
-(0 to 1000); the padding outside the crop (-1) becomes 0. Mapping back with
-the ceT1's intensity window would dress hrT2 contrast in ceT1 scanner units;
-nnUNet z-scores every MR volume on its own, so only a fixed positive scale,
-the same for every case and view, matters.
+The generator's [-1, 1] output is mapped linearly to 0 to 1000, as every ROI
+image is (:func:`tanq_ray.data.roi.roi_intensities`); nnUNet z-scores every
+MR volume on its own, so only a fixed positive scale, the same for every
+case and view, matters.
 """
 
 from __future__ import annotations
@@ -53,28 +58,27 @@ import json
 import logging
 import pickle
 import re
-import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import nibabel as nib
 import numpy as np
 import pyarrow as pa
 import torch
 
-from tanq_ray.data.geometry import SliceGeometry, slices_to_volume
+from tanq_ray.data.geometry import SliceGeometry, volume_to_slices
+from tanq_ray.data.roi import ROI_INTENSITY_RANGE, roi_image, save_nifti
+from tanq_ray.data.volume import load_volume
 from tanq_ray.data.readers import SliceCollate, read_domain
 from tanq_ray.data.shards import Manifest, VolumeRecord, decode_tensors, encode_tensors
-from tanq_ray.io_utils import atomic_path, write_text_atomic
+from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.train.export import load_translator
 
 log = logging.getLogger(__name__)
 
-OUTPUT_RANGE = (0.0, 1000.0)
 RECORD_FILE = "translated.json"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 INPUT_COLUMNS = ["case_id", "slice_index", "image", "label"]
 VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HASH_CHUNK = 1 << 20
@@ -195,26 +199,17 @@ class CaseCollector:
         )
 
 
-def output_intensities(normalised: np.ndarray) -> np.ndarray:
-    """Generator intensities in [-1, 1] -> :data:`OUTPUT_RANGE` (linear; -1 -> 0)."""
-    low, high = OUTPUT_RANGE
-    return ((np.asarray(normalised, dtype=np.float32) + 1.0) / 2.0 * (high - low) + low).astype(np.float32)
-
-
 def output_paths(view_dir: Path, case_id: str) -> tuple[Path, Path]:
     """``(<case>_hrT2.nii.gz, <case>_Label.nii.gz)`` of one case in a view folder."""
     return view_dir / f"{case_id}_hrT2.nii.gz", view_dir / f"{case_id}_Label.nii.gz"
 
 
 def write_case(slices: np.ndarray, geometry: SliceGeometry, label_file: str, view_dir: str, case_id: str) -> str:
-    """Ray task body: ``(Z, S, S)`` translated slices -> pseudo-hrT2 NIfTI on the original grid, plus the label copy."""
+    """Ray task body: ``(Z, S, S)`` translated slices -> pseudo-hrT2 ROI volume, and the ceT1 label cut to the same ROI."""
     image_path, label_path = output_paths(Path(view_dir), case_id)
-    volume = slices_to_volume(slices.astype(np.float32), geometry, is_label=False, denormalise=False)
-    image = nib.Nifti1Image(output_intensities(np.asanyarray(volume.dataobj)), volume.affine, volume.header)
-    with atomic_path(image_path) as tmp:
-        nib.save(image, str(tmp))
-    with atomic_path(label_path) as tmp:
-        shutil.copyfile(label_file, tmp)
+    label = volume_to_slices(load_volume(label_file, is_label=True).data, geometry, is_label=True)
+    save_nifti(roi_image(slices.astype(np.float32), geometry, is_label=False), image_path)
+    save_nifti(roi_image(label, geometry, is_label=True), label_path)
     return case_id
 
 
@@ -324,7 +319,7 @@ class ViewLedger:
             "version": RECORD_VERSION,
             "generator": {"file": str(self.generator)} | self.fingerprint,
             "image_size": self.image_size,
-            "intensity_range": list(OUTPUT_RANGE),
+            "intensity_range": list(ROI_INTENSITY_RANGE),
             "cases": self.cases,
         }
         write_text_atomic(self.folder / RECORD_FILE, json.dumps(payload, indent=1))

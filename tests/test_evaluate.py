@@ -16,6 +16,7 @@ from tanq_ray.evaluate import (
     EvaluationError,
     assd,
     comparison_table,
+    gap_closed,
     dice,
     evaluate_folder,
     load_per_case,
@@ -242,5 +243,17 @@ def test_comparison_table_reports_mean_std_and_p_against_the_reference() -> None
     assert first[p_column] == pytest.approx(paired_ttest(tanq, cyclegan, "dice_mean").p)
     assert second[p_column] is None
     assert "| TANQ | 0.8000 ± " in table.markdown()
-    with pytest.raises(ValueError, match="reference run 'CUT'"):
+    with pytest.raises(ValueError, match="run 'CUT' is not among"):
         comparison_table({"TANQ": tanq}, reference="CUT")
+
+
+def test_gap_closed_places_each_row_between_the_reference_rows() -> None:
+    """(row - source-only) / (target-supervised - source-only) on mean Dice, by hand."""
+    lower = rows({"x": (0.2, 0.0, 1, 1), "y": (0.4, 0.2, 1, 1)})  # mean Dice 0.2
+    middle = rows({"x": (0.6, 0.4, 1, 1), "y": (0.6, 0.4, 1, 1)})  # 0.5
+    upper = rows({"x": (0.9, 0.7, 1, 1), "y": (0.9, 0.7, 1, 1)})  # 0.8
+    table = comparison_table({"source-only": lower, "ours": middle, "target": upper}, bounds=("source-only", "target"))
+    assert [row["gap closed"] for row in table.rows] == [pytest.approx(0.0), pytest.approx(0.5), pytest.approx(1.0)]
+    assert math.isnan(gap_closed(0.5, 0.3, 0.3))
+    with pytest.raises(ValueError, match="run 'target' is not among"):
+        comparison_table({"source-only": lower}, bounds=("source-only", "target"))

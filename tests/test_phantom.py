@@ -37,6 +37,7 @@ def _pairs(cohort: Cohort) -> list[tuple[str, Path, Path]]:
     train, held_out, truth = cohort.train_dir, cohort.eval_dir, cohort.eval_labels_dir
     out = [("ceT1", train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
     out += [("hrT2", held_out / f"{c}_hrT2.nii.gz", truth / f"{c}_Label.nii.gz") for c in cohort.eval_case_ids]
+    out += [("hrT2", train / f"{c}_hrT2.nii.gz", cohort.train_labels_dir / f"{c}_Label.nii.gz") for c in cohort.unlabelled_cases]
     return out
 
 
@@ -54,6 +55,7 @@ def test_layout_and_case_naming(cohort: Cohort) -> None:
     }
     assert {p.name for p in cohort.eval_dir.iterdir()} == {f"{c}_hrT2.nii.gz" for c in cohort.eval_case_ids}
     assert {p.name for p in cohort.eval_labels_dir.iterdir()} == {f"{c}_Label.nii.gz" for c in cohort.eval_case_ids}
+    assert {p.name for p in cohort.train_labels_dir.iterdir()} == {f"{c}_Label.nii.gz" for c in cohort.unlabelled_cases}
     assert (len(cohort.labelled_cases), len(cohort.unlabelled_cases), len(cohort.eval_case_ids)) == (4, 4, 2)
 
     everyone = cohort.labelled_cases + cohort.unlabelled_cases + cohort.eval_case_ids
@@ -252,7 +254,7 @@ def test_rerun_keeps_a_complete_cohort_and_replaces_an_other_one(tmp_path: Path)
     names = {p.name for p in tmp_path.rglob("*.nii.gz")}
     expected = {f"{c}_{k}.nii.gz" for c in smaller.labelled_cases for k in ("ceT1", "Label")}
     expected |= {f"{c}_hrT2.nii.gz" for c in smaller.unlabelled_cases + smaller.eval_case_ids}
-    expected |= {f"{c}_Label.nii.gz" for c in smaller.eval_case_ids}
+    expected |= {f"{c}_Label.nii.gz" for c in smaller.unlabelled_cases + smaller.eval_case_ids}
     assert names == expected, "files of the earlier cohort must not linger"
     assert not list(tmp_path.rglob(".tmp-*")), "no temporary files left behind"
 

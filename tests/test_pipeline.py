@@ -44,17 +44,27 @@ def test_the_tiny_pipeline_produces_a_scored_table_per_round(first_run) -> None:
     assert set(_states(result).values()) == {"done"} and list(_states(result)) == stage_names(config)
     summary = json.loads((result.evaluation_dir / "summary.json").read_text())
     assert summary["n_cases"] == 2 and 0.0 <= summary["dice_vs"] <= 1.0
-    table = (result.evaluation_dir / "results.csv").read_text().splitlines()
-    assert table[1].startswith("multi-view (no self-training)") and table[2].startswith("self-training round 1")
-    assert "Dice VS" in result.table_markdown and "p (Dice mean vs multi-view (no self-training))" in result.table_markdown
+    table = [line.split(",")[0] for line in (result.evaluation_dir / "results.csv").read_text().splitlines()[1:]]
+    assert table == ["source-only", "multi-view (no self-training)", "self-training round 1", "target-supervised"]
+    assert "gap closed" in result.table_markdown and "p (Dice mean vs source-only)" in result.table_markdown
+    assert {p.name for p in result.evaluation_dir.glob("predictions_*.png")} == {
+        f"predictions_{case}.png" for case in json.loads((config.stage_dir("phantom") / "cohort.json").read_text())["eval_case_ids"]
+    }
+    assert (config.stage_dir("translate") / "translation.png").is_file()
     for view in ("tanq", "cyclegan"):
         assert len(list((config.stage_dir("translate") / view).glob("*_hrT2.nii.gz"))) == 2
     assert len(list((config.stage_dir("segment") / "round_1" / "pseudo_labels").glob("*.nii.gz"))) == 2
 
     client = MlflowClient(config.tracking.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("pipe").experiment_id])
-    rounds = {r.data.tags["round"]: r for r in runs if r.data.tags.get("stage") == "segment"}
-    assert set(rounds) == {"0", "1"} and all("dice_vs" in r.data.metrics for r in rounds.values())
+    segment_runs = [r for r in runs if r.data.tags.get("stage") == "segment"]
+    rounds = {r.data.tags["round"]: r for r in segment_runs if "round" in r.data.tags}
+    assert set(rounds) == {"0", "1"} and all("dice_vs" in r.data.metrics for r in segment_runs)
+    assert {r.data.tags["row"] for r in segment_runs} == set(table)
+    for row in ("source-only", "target-supervised"):  # each reference row is its own nnUNet, on its own data
+        dataset = next((config.stage_dir("segment") / row / "nnUNet_raw").iterdir()) / "dataset.json"
+        sources = json.loads(dataset.read_text())["tanq_sources"]
+        assert len(sources) == 2 and all(("ceT1" in s["image"][0]) == (row == "source-only") for s in sources.values())
     folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rounds["0"].info.run_id]
     assert len(folds) == 2
 
@@ -67,4 +77,5 @@ def test_rerunning_trains_nothing_and_changing_segment_reruns_only_segmentation(
     assert {name: changed[name] for name in ("ingest", "train-tanq", "train-cyclegan", "translate")} == dict.fromkeys(
         ("ingest", "train-tanq", "train-cyclegan", "translate"), "cached"
     )
-    assert {changed[name] for name in ("segment-round-0", "segment-round-1", "evaluate")} == {"done"}
+    segmentation = ("segment-round-0", "segment-round-1", "segment-source-only", "segment-target-supervised", "evaluate")
+    assert {changed[name] for name in segmentation} == {"done"}

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tanq_ray.config import IngestConfig
-from tanq_ray.data.geometry import SliceGeometry, slices_to_volume
+from tanq_ray.data.roi import roi_affine, roi_array_to_slices, slices_to_roi_array
 from tanq_ray.data.ingest import run_ingest
 from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.data.shards import Manifest, VolumeRecord, tensor_column
@@ -68,7 +68,7 @@ def shard_slices(ingest_dir: Path, record: VolumeRecord) -> tuple[np.ndarray, np
     return tensor_column(table, "image"), tensor_column(table, "label")
 
 
-def test_every_case_gets_one_volume_per_view_on_its_source_grid(ingested: Path, translated) -> None:
+def test_every_case_gets_one_roi_volume_per_view(ingested: Path, translated) -> None:
     result, out = translated
     cases = sources(ingested)
     assert len(cases) == 2
@@ -80,19 +80,21 @@ def test_every_case_gets_one_volume_per_view_on_its_source_grid(ingested: Path, 
         record = cases[case.case_id]
         assert case.image == out / case.view / f"{case.case_id}_hrT2.nii.gz"
         assert case.label == out / case.view / f"{case.case_id}_Label.nii.gz"
-        source, image = nib.load(record.image_file), nib.load(case.image)
-        assert image.shape == source.shape
-        np.testing.assert_allclose(image.affine, source.affine, atol=1e-5)
-        assert case.label.read_bytes() == Path(record.label_file).read_bytes()
+        image, label = nib.load(case.image), nib.load(case.label)
+        assert image.shape == label.shape == (IMAGE_SIZE, IMAGE_SIZE, record.n_slices)
+        np.testing.assert_allclose(image.affine, roi_affine(record.geometry), atol=1e-5)
+        np.testing.assert_allclose(label.affine, image.affine, atol=1e-5)
+        _, shard_labels = shard_slices(ingested, record)  # the label the translator saw, on the same ROI
+        np.testing.assert_array_equal(roi_array_to_slices(np.asarray(label.dataobj)), shard_labels)
         data = image.get_fdata()
         assert data.min() >= 0.0 and data.max() <= 1000.0 and data.std() > 1.0
     ledger = json.loads((out / "tanq" / RECORD_FILE).read_text())
     assert set(ledger["cases"]) == set(cases) and ledger["image_size"] == IMAGE_SIZE
 
 
-def as_written(slices: np.ndarray, geometry: SliceGeometry) -> np.ndarray:
-    """Generator output ``(Z, S, S)`` in [-1, 1] -> the documented [0, 1000] scale on the original grid."""
-    return (slices_to_volume(slices, geometry, is_label=False, denormalise=False).get_fdata() + 1.0) * 500.0
+def as_written(slices: np.ndarray) -> np.ndarray:
+    """Generator output ``(Z, S, S)`` in [-1, 1] -> the documented [0, 1000] scale as an ROI array."""
+    return (slices_to_roi_array(slices) + 1.0) * 500.0
 
 
 def test_each_volume_is_the_direct_translation_of_its_slices(ingested: Path, generators, translated) -> None:
@@ -103,8 +105,8 @@ def test_each_volume_is_the_direct_translation_of_its_slices(ingested: Path, gen
         for view, path in generators.items():
             direct = load_translator(path).translate(source, masks)[:, 0].numpy()
             written = nib.load(out / view / f"{record.case_id}_hrT2.nii.gz").get_fdata()
-            assert np.abs(written - as_written(direct, record.geometry)).max() < 0.5  # float16 transit: <= 0.25
-            assert np.abs(written - as_written(direct[::-1].copy(), record.geometry)).max() > 5.0  # order is visible
+            assert np.abs(written - as_written(direct)).max() < 0.5  # float16 transit: <= 0.25
+            assert np.abs(written - as_written(direct[::-1].copy())).max() > 5.0  # order is visible
 
 
 def test_rerun_reuses_every_case_and_a_new_generator_redoes_its_view(

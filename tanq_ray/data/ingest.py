@@ -34,15 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from tanq_ray.config import IngestConfig
-from tanq_ray.data.geometry import plan_geometry, volume_to_slices
+from tanq_ray.data.geometry import volume_to_slices
 from tanq_ray.data.layout import VolumeFiles, scan_folder
+from tanq_ray.data.roi import ROI_SETTINGS, plan_roi
 from tanq_ray.data.shards import Manifest, SkippedVolume, VolumeRecord, write_volume_shards
 from tanq_ray.data.volume import BadVolumeError, check_pair, load_volume
 from tanq_ray.io_utils import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-OUTPUT_SETTINGS = ("spacing", "crop_size", "image_size", "percentiles", "shard_rows")
+OUTPUT_SETTINGS = (*ROI_SETTINGS, "shard_rows")
 
 
 class IngestError(RuntimeError):
@@ -77,7 +78,7 @@ def ingest_volume(files: VolumeFiles, settings: IngestConfig, root: Path) -> Vol
     label_volume = None if files.label is None else load_volume(files.label, is_label=True)
     if label_volume is not None:
         check_pair(volume, label_volume, files.image, files.label)  # type: ignore[arg-type]
-    geometry = plan_geometry(volume, settings.spacing, settings.crop_size, settings.image_size, settings.percentiles)
+    geometry = plan_roi(volume, settings)
     images = volume_to_slices(volume.data, geometry, is_label=False)
     labels = None if label_volume is None else volume_to_slices(label_volume.data, geometry, is_label=True)
     shards = write_volume_shards(

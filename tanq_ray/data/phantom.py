@@ -5,6 +5,7 @@ runs (and is scored) without real data::
 
     <out>/train/<case>_ceT1.nii.gz + <case>_Label.nii.gz   `cases` labelled subjects
     <out>/train/<case>_hrT2.nii.gz                          `cases` other, unlabelled subjects
+    <out>/train_hrT2_labels/<case>_Label.nii.gz             their truth, read only by the target-supervised row
     <out>/eval/<case>_hrT2.nii.gz                           `eval_cases` further subjects
     <out>/eval_labels/<case>_Label.nii.gz                   their truth (training never reads it)
     <out>/cohort.json                                       case lists, sites, per-case acquisition
@@ -93,7 +94,7 @@ import numpy as np
 from tanq_ray.data.phantom_anatomy import F32, TISSUES, HeadGrid, Labels, Subject, build, rotation, sample_subject
 from tanq_ray.io_utils import atomic_path, write_text_atomic
 
-VERSION = 1
+VERSION = 2
 SUMMARY_NAME = "cohort.json"
 MODALITIES = ("ceT1", "hrT2")
 ROLES = {"labelled": 0, "unlabelled": 1, "eval": 2}
@@ -157,6 +158,8 @@ class Cohort:
     train_dir: Path
     eval_dir: Path
     eval_labels_dir: Path
+    train_labels_dir: Path
+    """Truth of the unlabelled training hrT2 (for the target-supervised reference row only)."""
     labelled_cases: list[str]
     unlabelled_cases: list[str]
     eval_case_ids: list[str]
@@ -190,7 +193,7 @@ class CasePlan:
         if self.role == "labelled":
             return {"image": f"train/{self.case_id}_ceT1.nii.gz", "label": f"train/{self.case_id}_Label.nii.gz"}
         if self.role == "unlabelled":
-            return {"image": f"train/{self.case_id}_hrT2.nii.gz"}
+            return {"image": f"train/{self.case_id}_hrT2.nii.gz", "label": f"train_hrT2_labels/{self.case_id}_Label.nii.gz"}
         return {"image": f"eval/{self.case_id}_hrT2.nii.gz", "label": f"eval_labels/{self.case_id}_Label.nii.gz"}
 
 
@@ -262,7 +265,7 @@ def place_grid(
 
 
 def render_case(
-    subject: Subject, rng: np.random.Generator, site: Site, modality: str, size: int, with_label: bool = True
+    subject: Subject, rng: np.random.Generator, site: Site, modality: str, size: int
 ) -> CaseVolume:
     """Image one subject on a site's grid: pose, anatomy, contrast, texture, bias, Rician noise, scale."""
     u = rng.uniform
@@ -296,8 +299,7 @@ def render_case(
     image = image.astype(F32, copy=False)
 
     label = np.zeros(shape, np.uint8)
-    if with_label:
-        _rasterise(label, labels, grid, subject)
+    _rasterise(label, labels, grid, subject)
     T = subject.tumour
     info = {
         "site": site.name,
@@ -354,7 +356,9 @@ def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 def _cohort(root: Path, plans: list[CasePlan]) -> Cohort:
     ids = {role: [p.case_id for p in plans if p.role == role] for role in ROLES}
-    return Cohort(root / "train", root / "eval", root / "eval_labels", ids["labelled"], ids["unlabelled"], ids["eval"])
+    return Cohort(
+        root / "train", root / "eval", root / "eval_labels", root / "train_hrT2_labels", ids["labelled"], ids["unlabelled"], ids["eval"]
+    )
 
 
 def _existing_summary(path: Path) -> dict[str, Any] | None:
@@ -390,7 +394,7 @@ def generate_cohort(
     if old is not None:  # drop files of a previous phantom cohort that this one does not rewrite
         for case in old.get("cases", {}).values():
             for rel in case.get("files", {}).values():
-                if rel not in wanted and rel.split("/")[0] in ("train", "eval", "eval_labels"):
+                if rel not in wanted and rel.split("/")[0] in ("train", "eval", "eval_labels", "train_hrT2_labels"):
                     (root / rel).unlink(missing_ok=True)
         (root / SUMMARY_NAME).unlink(missing_ok=True)  # until the new one is written, the folder holds no complete cohort
 
@@ -399,7 +403,7 @@ def generate_cohort(
     for n, plan in enumerate(plans, 1):
         rng = case_rng(seed, plan.role, plan.index)
         subject = sample_subject(rng)
-        volume = render_case(subject, rng, SITES[plan.site], plan.modality, size, with_label=plan.role != "unlabelled")
+        volume = render_case(subject, rng, SITES[plan.site], plan.modality, size)
         files = plan.files()
         _save_nifti(volume.image, volume.affine, root / files["image"])
         if "label" in files:

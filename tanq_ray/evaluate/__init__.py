@@ -15,7 +15,7 @@ from tanq_ray.evaluate.scoring import (
     score_case,
     summarize,
 )
-from tanq_ray.evaluate.statistics import PairedTest, comparison_table, paired_ttest, readable_view
+from tanq_ray.evaluate.statistics import PairedTest, comparison_table, gap_closed, paired_ttest, readable_view
 
 __all__ = [
     "CLASSES",
@@ -27,6 +27,7 @@ __all__ = [
     "comparison_table",
     "dice",
     "evaluate_folder",
+    "gap_closed",
     "load_per_case",
     "metric_value",
     "paired_ttest",

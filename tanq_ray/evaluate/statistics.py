@@ -77,19 +77,38 @@ def _mean_std(mean: float, std: float) -> str | None:
     return None if math.isnan(mean) else f"{mean:.4f} ± {std:.4f}"
 
 
-def comparison_table(runs: Mapping[str, Sequence[dict[str, Any]]], reference: str | None = None) -> Table:
+GAP_CLOSED = "gap closed"
+
+
+def gap_closed(value: float, lower: float, upper: float) -> float:
+    """Share of the domain gap a method closes: ``(value - lower) / (upper - lower)`` (NaN when the bounds meet).
+
+    ``lower`` is the source-only row, ``upper`` the target-supervised row
+    (both on mean Dice): 0 = no better than no adaptation, 1 = as good as
+    training on labelled target images.
+    """
+    return (value - lower) / (upper - lower) if upper != lower else math.nan
+
+
+def comparison_table(
+    runs: Mapping[str, Sequence[dict[str, Any]]], reference: str | None = None, bounds: tuple[str, str] | None = None
+) -> Table:
     """One row per run: "mean ± std" text columns (4 decimals), the same numbers as numeric columns, ``n_cases``.
 
     With ``reference`` (a key of ``runs``), a column ``p (Dice mean vs <reference>)``
     holds the paired t-test p-value of per-case mean Dice against that run
-    (empty for the reference itself).
+    (empty for the reference itself). With ``bounds`` = (lower run, upper
+    run), a column :data:`GAP_CLOSED` holds :func:`gap_closed` of each run's mean Dice.
     """
     if not runs:
         raise ValueError("comparison_table needs at least one run")
-    if reference is not None and reference not in runs:
-        raise ValueError(f"reference run '{reference}' is not among the runs {sorted(runs)}")
+    for name in (reference, *(bounds or ())):
+        if name is not None and name not in runs:
+            raise ValueError(f"run '{name}' is not among the runs {sorted(runs)}")
     p_column = f"p (Dice mean vs {reference})"
-    columns = ["run", *TABLE_METRICS.values(), *TABLE_METRICS, "n_cases"] + ([p_column] if reference is not None else [])
+    columns = ["run", *TABLE_METRICS.values(), *TABLE_METRICS, "n_cases"]
+    columns += ([GAP_CLOSED] if bounds is not None else []) + ([p_column] if reference is not None else [])
+    dice_means = {name: summarize(per_case)["dice_mean"] if per_case else math.nan for name, per_case in runs.items()}
     rows = []
     for name, per_case in runs.items():
         if not per_case:
@@ -100,6 +119,8 @@ def comparison_table(runs: Mapping[str, Sequence[dict[str, Any]]], reference: st
             row[label] = _mean_std(summary[metric], summary[f"{metric}_std"])
             row[metric] = summary[metric]
         row["n_cases"] = summary["n_cases"]
+        if bounds is not None:
+            row[GAP_CLOSED] = gap_closed(summary["dice_mean"], dice_means[bounds[0]], dice_means[bounds[1]])
         if reference is not None:
             row[p_column] = None if name == reference else paired_ttest(per_case, runs[reference], "dice_mean").p
         rows.append(row)

@@ -42,6 +42,7 @@ class FoldSchedule:
     batch_size: int | None  # None = nnUNet's planned batch size
     initial_lr: float
     test_time_mirroring: bool = True  # nnUNet's default; off = 4x (2d) / 8x (3d) cheaper inference
+    optimizer: str = "sgd"  # "sgd" (nnUNet's default) or "adamw" (nnUNet's nnUNetTrainerAdam)
 
     @classmethod
     def from_settings(cls, settings: SegmentConfig) -> "FoldSchedule":
@@ -51,6 +52,7 @@ class FoldSchedule:
             batch_size=settings.batch_size,
             initial_lr=settings.initial_lr,
             test_time_mirroring=settings.test_time_mirroring,
+            optimizer=settings.optimizer,
         )
 
 

@@ -22,6 +22,7 @@ from tanq_ray.segment.dataset import DatasetError
 from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
 
 MARKER = "tanq_preprocessed.json"
+PLANNED_FEATURES_KEY = "tanq_planned_features_per_stage"
 
 
 def _marker_content(folders: NnUNetFolders, configurations: Sequence[str]) -> dict:
@@ -79,3 +80,23 @@ def plan_and_preprocess(
     )
     print(f"[segment] {folders.dataset}: preprocessed in {time.perf_counter() - start:.1f} s", flush=True)
     return True
+
+
+def set_network_width(folders: NnUNetFolders, configurations: Sequence[str], width: int | None) -> None:
+    """Narrow nnUNet's planned U-Net in its own plans file: stage ``i`` gets ``min(width * 2**i, planned)`` features.
+
+    nnUNet plans 32 features in the first stage, doubling per stage up to its
+    cap; that network is sized for a GPU. A ``width`` keeps the plan's stages,
+    kernels and strides and only narrows the features, so a CPU trains it in
+    minutes; ``None`` keeps nnUNet's plan. The planned widths are kept in the
+    configuration (``tanq_planned_features_per_stage``), so a later call can widen
+    again. Training reads these plans: set them before the folds run.
+    """
+    path = folders.preprocessed_dataset / f"{PLANS_NAME}.json"
+    plans = json.loads(path.read_text())
+    for name in configurations:
+        configuration = plans["configurations"][name]
+        arch = configuration["architecture"]["arch_kwargs"]
+        planned = configuration.setdefault(PLANNED_FEATURES_KEY, list(arch["features_per_stage"]))
+        arch["features_per_stage"] = [f if width is None else min(width * 2**i, f) for i, f in enumerate(planned)]
+    write_text_atomic(path, json.dumps(plans, indent=1))

@@ -22,7 +22,7 @@ from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.segment.dataset import TrainingCase, fold_splits, write_raw_dataset, write_splits
 from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, dataset_name
 from tanq_ray.segment.folds import FoldLogging, FoldResult, run_folds
-from tanq_ray.segment.planning import plan_and_preprocess
+from tanq_ray.segment.planning import plan_and_preprocess, set_network_width
 from tanq_ray.segment.selection import Selection, select_model
 
 SEGMENTER_FILE = "segmenter.json"
@@ -134,6 +134,7 @@ def train_segmenter(
     if write_raw_dataset(folders, cases):
         print(f"[segment] wrote {len(cases)} training cases to '{folders.raw_dataset}'", flush=True)
     plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, _pool_size())
+    set_network_width(folders, settings.configurations, settings.network_width)
     write_splits(folders, splits)
     max_parallel = settings.max_parallel_folds
     fold_results = tuple(run_folds(folders, settings, use_gpu, logging, max_parallel))

@@ -9,6 +9,9 @@ section 3, step 2). What changes:
   built from ``SegmentConfig`` (so a tiny run finishes in minutes on CPU);
   validation draws one patch batch per five training iterations, as nnUNet's
   50 per 250 do;
+- the schedule may pick nnUNet's AdamW variant (``nnUNetTrainerAdam``:
+  AdamW with amsgrad, the same poly lr) instead of SGD: on a CPU budget of a
+  few hundred iterations SGD has not left the all-background phase yet;
 - the schedule may turn off test-time mirroring (nnUNet averages the network
   over all mirrorings of the input, 4 passes in 2d, 8 in 3d), for the final
   validation and, through the checkpoint, for prediction; training
@@ -33,6 +36,7 @@ from __future__ import annotations
 import torch
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from tanq_ray.io_utils import atomic_path
 from tanq_ray.segment.folds import FoldSchedule
@@ -76,6 +80,7 @@ class TanqTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.batch_size_override: int | None = None
         self.test_time_mirroring = True
+        self.optimizer_name = "sgd"
         self.run: RunHandle | None = None
         self.class_names = {value: name for name, value in dataset_json["labels"].items()}
 
@@ -89,9 +94,15 @@ class TanqTrainer(nnUNetTrainer):
         self.initial_lr = schedule.initial_lr
         self.batch_size_override = schedule.batch_size
         self.test_time_mirroring = schedule.test_time_mirroring
+        self.optimizer_name = schedule.optimizer
         self.save_every = checkpoint_interval(schedule.epochs)
         self.logger = SparseProgressLogger(self.logger, self.save_every, schedule.epochs)
         self.run = run
+
+    def configure_optimizers(self):
+        if self.optimizer_name == "adamw":
+            return nnUNetTrainerAdam.configure_optimizers(self)  # nnUNet's own variant, same poly schedule
+        return super().configure_optimizers()
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         augmentation = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from tanq_ray.config import Config
 from tanq_ray.data.phantom import generate_cohort
-from tanq_ray.evaluate import evaluate_folder
-from tanq_ray.segment import FoldLogging, predict_volumes, train_segmenter
-from tanq_ray.self_training import hrT2_volumes, multi_view_cases
+from tanq_ray.segment import FoldLogging
+from tanq_ray.self_training import hrT2_rois, multi_view_cases, train_and_score
 from tanq_ray.translate import translate_cohort
 
 log = logging.getLogger(__name__)
@@ -42,10 +41,9 @@ def downstream_scores(config: Config, view: str, generator: Path, folder: Path, 
         return {}
     eval_dir, labels_dir = folders
     translated = translate_cohort(config.stage_dir("ingest"), {view: generator}, folder / "translate")
-    segmenter = train_segmenter(config.segment, folder / "segment", multi_view_cases(translated.cases), logging=logging_to)
-    predictions = folder / "eval_predictions"
-    predict_volumes(segmenter, hrT2_volumes(eval_dir), predictions)
-    summary = evaluate_folder(predictions, labels_dir).summary
+    cases = multi_view_cases(translated.cases)
+    result = train_and_score(config.segment, folder / "segment", cases, hrT2_rois(config, "eval", eval_dir), labels_dir, logging_to)
+    summary = result.evaluation.summary if result.evaluation is not None else {}
     return {key: float(summary[key]) for key in DOWNSTREAM_METRICS if summary.get(key) is not None}
 
 
