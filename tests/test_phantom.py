@@ -224,7 +224,7 @@ def test_same_seed_same_data_other_seed_other_data(tmp_path: Path) -> None:
     seeds = {"a": 5, "b": 5, "c": 6}
     runs = {n: generate_cohort(tmp_path / n, cases=1, eval_cases=1, size=48, seed=seed) for n, seed in seeds.items()}
     a, b, c = (_arrays(runs[n].root) for n in "abc")
-    assert a.keys() == b.keys() == c.keys() and len(a) == 5
+    assert a.keys() == b.keys() == c.keys() and len(a) == 6
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert all(not np.array_equal(a[k], c[k]) for k in a if "Label" not in k)
