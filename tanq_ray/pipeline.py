@@ -35,6 +35,9 @@ from tanq_ray.tracking import RunHandle, Tracker
 
 log = logging.getLogger(__name__)
 
+PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence"}
+"""Segment settings that only self-training rounds (r >= 1) read: not in the keys of round 0 and the reference rows."""
+
 SPEED_ONLY = {
     "train": {"num_workers", "cpus_per_worker", "use_gpu", "bf16", "checkpoint_every", "max_failures", "visual_every"},
     "segment": {"self_training_rounds"},
@@ -189,10 +192,12 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
         translated = pipeline.run("translate", translate_key, lambda: stages.translate_outputs(config, tracker, parent, generators, folders))
 
         rows: dict[str, dict[str, Any]] = {}
-        segment_inputs = {"segment": _section(config, "segment"), "eval": folders["eval_dir"]}
+        segment = _section(config, "segment")
+        pseudo_labelling = {k: segment.pop(k) for k in PSEUDO_LABEL_SETTINGS}
+        segment_inputs = {"segment": segment, "eval": folders["eval_dir"]}
         previous_key = stage_key({"translate": translate_key, **segment_inputs})
         for index in range(config.segment.self_training_rounds + 1):
-            previous_key = stage_key({"previous": previous_key, "round": index})
+            previous_key = stage_key({"previous": previous_key, "round": index} | ({"pseudo_labels": pseudo_labelling} if index else {}))
             rows[round_name(index)] = outputs = pipeline.run(
                 f"segment-round-{index}",
                 previous_key,

@@ -69,13 +69,13 @@ def test_the_tiny_pipeline_produces_a_scored_table_per_round(first_run) -> None:
     assert len(folds) == 2
 
 
-def test_rerunning_trains_nothing_and_changing_segment_reruns_only_segmentation(first_run) -> None:
+def test_rerunning_trains_nothing_and_changing_pseudo_labels_reruns_only_self_training(first_run) -> None:
     root, _ = first_run
     again = run_pipeline(_config(root))
     assert set(_states(again).values()) == {"cached"}
-    changed = _states(run_pipeline(_config(root, "segment.iterations_per_epoch=3")))
-    assert {name: changed[name] for name in ("ingest", "train-tanq", "train-cyclegan", "translate")} == dict.fromkeys(
-        ("ingest", "train-tanq", "train-cyclegan", "translate"), "cached"
-    )
-    segmentation = ("segment-round-0", "segment-round-1", "segment-source-only", "segment-target-supervised", "evaluate")
-    assert {changed[name] for name in segmentation} == {"done"}
+    changed = _states(run_pipeline(_config(root, "segment.refine_pseudo_labels=true")))
+    untouched = ("ingest", "train-tanq", "train-cyclegan", "translate", "segment-round-0", "segment-source-only", "segment-target-supervised")
+    assert {name: changed[name] for name in untouched} == dict.fromkeys(untouched, "cached")
+    assert {changed[name] for name in ("segment-round-1", "evaluate")} == {"done"}
+    config = _config(root)
+    assert len(list((config.stage_dir("segment") / "round_1" / "pseudo_labels" / "roi").glob("*.nii.gz"))) == 2  # refined
