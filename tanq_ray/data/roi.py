@@ -109,13 +109,8 @@ def save_nifti(image: nib.Nifti1Image, path: Path) -> Path:
     return path
 
 
-def write_geometry(geometry: SliceGeometry, path: Path) -> Path:
-    """Store an ROI's geometry (what :func:`paste_back` needs) as JSON."""
-    return write_text_atomic(path, json.dumps(geometry.to_dict()))
-
-
 def read_geometry(path: Path) -> SliceGeometry:
-    """The geometry that :func:`write_geometry` or :func:`cut_roi` stored."""
+    """The geometry that :func:`cut_roi` stored beside an ROI volume."""
     values = json.loads(Path(path).read_text())
     values.pop("sources", None)
     return SliceGeometry.from_dict(values)
@@ -132,8 +127,6 @@ class RoiCase:
     """ROI label NIfTI, when the volume has a label."""
     geometry: Path
     """JSON of the :class:`SliceGeometry`."""
-    source: Path
-    """The full-size volume it was cut from."""
 
 
 def cut_roi(
@@ -148,7 +141,7 @@ def cut_roi(
     image_out, label_out = out_dir / f"{case_id}_0000.nii.gz", out_dir / f"{case_id}.nii.gz"
     geometry_out = out_dir / f"{case_id}{GEOMETRY_SUFFIX}"
     stamp = _stamp(image_path, label_path, settings)
-    case = RoiCase(case_id, image_out, None if label_path is None else label_out, geometry_out, Path(image_path))
+    case = RoiCase(case_id, image_out, None if label_path is None else label_out, geometry_out)
     if geometry_out.is_file() and json.loads(geometry_out.read_text()).get("sources") == stamp:
         if image_out.is_file() and (label_path is None or label_out.is_file()):
             return case
