@@ -207,7 +207,7 @@ def plan(
         )
     )  # fmt: skip
 
-    trainings = len(segment.configurations) * segment.folds
+    trainings = len(segment.configurations) * len(segment.fold_ids)
     training_hours = nnunet.seconds / HOUR * segment.epochs * segment.iterations_per_epoch / PAPER_NNUNET_ITERATIONS
     per_training = f"{training_hours:.3g} h / training"
     round_work = f"{trainings} trainings x {segment.epochs} epochs x {segment.iterations_per_epoch} iterations"

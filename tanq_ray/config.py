@@ -101,6 +101,10 @@ class TrainConfig(StrictModel):
     max_failures: int = Field(2, ge=0, description="worker crashes survived by resuming from a checkpoint")
     visual_every: int = Field(5, ge=1, description="epochs between sample grids logged to MLflow")
     shuffle_buffer: int = Field(256, ge=0, description="slices in each worker's local shuffle buffer; 0 = no shuffle")
+    crop_size: int | None = Field(
+        None, ge=16, multiple_of=4, description="train on random square crops of this many pixels of each slice (as the "
+        "public code trains on random 256 crops), translate whole slices; unset = whole slices"
+    )
     seed: int = 0
 
 
@@ -109,7 +113,11 @@ class SegmentConfig(StrictModel):
 
     dataset_id: int = Field(501, ge=1, le=999)
     configurations: list[Literal["2d", "3d_fullres"]] = ["2d", "3d_fullres"]
-    folds: int = Field(5, ge=1, description="cross-validation folds per configuration")
+    folds: int | Literal["all"] = Field(
+        5,
+        description="cross-validation folds per configuration, or 'all': one model on every training case (nnUNet's "
+        "fold 'all'), no cross-validation, so no model selection or postprocessing (one configuration only)",
+    )
     epochs: int = Field(1000, ge=1)
     iterations_per_epoch: int = Field(250, ge=1)
     batch_size: int | None = Field(8, ge=1, description="unset = nnUNet's planned batch size")
@@ -141,6 +149,27 @@ class SegmentConfig(StrictModel):
         if not value:
             raise ValueError("list at least one of '2d', '3d_fullres'")
         return value
+
+    @field_validator("folds")
+    @classmethod
+    def _at_least_one_fold(cls, value: int | str) -> int | str:
+        if value != "all" and value < 1:
+            raise ValueError("folds must be >= 1 or 'all'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_configuration_without_cross_validation(self) -> "SegmentConfig":
+        if self.folds == "all" and len(self.configurations) > 1:
+            raise ValueError(
+                f"folds 'all' trains without cross-validation, so nnUNet cannot choose between configurations "
+                f"{self.configurations}: list one configuration or use folds >= 2"
+            )
+        return self
+
+    @property
+    def fold_ids(self) -> tuple[int | str, ...]:
+        """nnUNet's fold names of each configuration: ``0 .. folds-1``, or ``("all",)``."""
+        return ("all",) if self.folds == "all" else tuple(range(self.folds))
 
 
 class SweepConfig(StrictModel):
@@ -216,6 +245,13 @@ class Config(StrictModel):
             raise ValueError("data.eval_labels_dir is set but data.eval_dir is not")
         return self
 
+    @model_validator(mode="after")
+    def _crop_inside_the_slice(self) -> "Config":
+        crop = self.train.crop_size
+        if crop is not None and crop > self.ingest.image_size:
+            raise ValueError(f"train.crop_size {crop} is larger than the slices (ingest.image_size {self.ingest.image_size})")
+        return self
+
     def stage_dir(self, stage: str) -> Path:
         """Output folder of one stage, e.g. ``<output_dir>/ingest``."""
         return self.output_dir / stage
@@ -276,7 +312,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"]) or "config"
-    return f"key '{key}': {error['msg']} (got {error.get('input')!r})"
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"  # a section's own check names its keys
+    return f"key '{key}': {error['msg'].removeprefix('Value error, ')}{shown}"
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), base: dict[str, Any] | None = None) -> Config:

@@ -2,9 +2,9 @@
 
 Stages, in order: ingest (after the phantom when ``data.train_dir`` is
 unset) -> train TANQ and train CycleGAN (at once when the cluster holds
-both) -> translate -> segmentation round 0 (multi-view) -> self-training
-rounds 1..R -> the reference rows (source-only; target-supervised when the
-training hrT2 have truth) -> evaluate. Each stage has a key: a hash of the config sections
+both) -> translate -> two lanes at once: segmentation round 0 (multi-view)
+-> self-training rounds 1..R, beside the reference rows (source-only;
+target-supervised when the training hrT2 have truth) -> evaluate. Each stage has a key: a hash of the config sections
 it reads and the keys of the stages it depends on. A finished stage writes
 ``<output_dir>/pipeline/<stage>.json`` with its key and outputs; running the
 pipeline again skips every stage whose key is unchanged, so changing
@@ -19,7 +19,9 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -78,6 +80,8 @@ class Pipeline:
     tracker: Tracker
     parent: RunHandle
     states: list[StageState] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    """Stages of independent lanes run in threads: state changes and the display go one at a time."""
 
     @property
     def records(self) -> Path:
@@ -92,7 +96,8 @@ class Pipeline:
 
     def _show(self) -> None:
         line = "  ".join(f"{s.name}: {s.state}" + (f" {s.seconds:.0f}s" if s.state in ("done", "failed") else "") for s in self.states)
-        print(f"[pipeline] {line}", flush=True)
+        with self.lock:
+            print(f"[pipeline] {line}", flush=True)
 
     def cached(self, name: str, key: str) -> dict[str, Any] | None:
         """The recorded outputs of stage ``name`` when it finished with this ``key``."""
@@ -191,29 +196,43 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
         translate_key = stage_key({"train": train_keys, "generators": {m: _file_stamp(Path(g)) for m, g in generators.items()}})
         translated = pipeline.run("translate", translate_key, lambda: stages.translate_outputs(config, tracker, parent, generators, folders))
 
-        rows: dict[str, dict[str, Any]] = {}
         segment = _section(config, "segment")
         pseudo_labelling = {k: segment.pop(k) for k in PSEUDO_LABEL_SETTINGS}
         segment_inputs = {"segment": segment, "eval": folders["eval_dir"]}
-        previous_key = stage_key({"translate": translate_key, **segment_inputs})
-        for index in range(config.segment.self_training_rounds + 1):
-            previous_key = stage_key({"previous": previous_key, "round": index} | ({"pseudo_labels": pseudo_labelling} if index else {}))
-            rows[round_name(index)] = outputs = pipeline.run(
-                f"segment-round-{index}",
-                previous_key,
-                lambda index=index: stages.segment_round_outputs(config, tracker, parent, index, translated, folders),
-                work_dirs=[round_dir(config, index)],
-            )
-            if outputs.get("summary"):
-                parent.log_metrics({k: v for k, v in outputs["summary"].items() if isinstance(v, (int, float))}, step=index)
-        references = {}
-        for row in reference_row_names(config):
-            references[row] = pipeline.run(
-                f"segment-{row}",
-                stage_key({"ingest": ingest_key, "row": row, **segment_inputs}),
-                lambda row=row: stages.reference_row_outputs(config, tracker, parent, row, folders),
-                work_dirs=[reference_dir(config, row)],
-            )
+
+        def adapted_rows() -> tuple[dict[str, dict[str, Any]], str]:
+            """Round 0 then each self-training round; returns the rows and the last round's key."""
+            rows: dict[str, dict[str, Any]] = {}
+            key = stage_key({"translate": translate_key, **segment_inputs})
+            for index in range(config.segment.self_training_rounds + 1):
+                key = stage_key({"previous": key, "round": index} | ({"pseudo_labels": pseudo_labelling} if index else {}))
+                rows[round_name(index)] = outputs = pipeline.run(
+                    f"segment-round-{index}",
+                    key,
+                    lambda index=index: stages.segment_round_outputs(config, tracker, parent, index, translated, folders),
+                    work_dirs=[round_dir(config, index)],
+                )
+                if outputs.get("summary"):
+                    parent.log_metrics({k: v for k, v in outputs["summary"].items() if isinstance(v, (int, float))}, step=index)
+            return rows, key
+
+        def reference_rows() -> dict[str, dict[str, Any]]:
+            return {
+                row: pipeline.run(
+                    f"segment-{row}",
+                    stage_key({"ingest": ingest_key, "row": row, **segment_inputs}),
+                    lambda row=row: stages.reference_row_outputs(config, tracker, parent, row, folders),
+                    work_dirs=[reference_dir(config, row)],
+                )
+                for row in reference_row_names(config)
+            }
+
+        # The reference rows need no translation: they train beside the adapted rows, each
+        # nnUNet fold task holding its own CPU (a cluster with one CPU runs them in turn).
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rows") as lanes:
+            adapted, referenced = lanes.submit(adapted_rows), lanes.submit(reference_rows)
+            rows, previous_key = adapted.result()
+            references = referenced.result()
         table_rows = {name: references[name] for name in references if name == SOURCE_ONLY} | rows
         table_rows |= {name: references[name] for name in references if name != SOURCE_ONLY}
 

@@ -267,7 +267,8 @@ def _train_row(
     logging_to = FoldLogging(tracker.uri, tracker.experiment_id, run.run_id)
     eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
     result = train_and_score(config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to)
-    run.log_metrics({"training_cases": len(cases), "cv_dice": result.segmenter.cv_dice_selected})
+    cv_dice = result.segmenter.cv_dice_selected
+    run.log_metrics({"training_cases": len(cases)} | ({} if cv_dice is None else {"cv_dice": cv_dice}))
     run.set_tags({"configurations": "+".join(result.segmenter.configurations)})
     if result.evaluation is not None:
         run.log_metrics({k: v for k, v in result.evaluation.summary.items() if isinstance(v, (int, float))})

@@ -90,3 +90,13 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path: Path, capsys: pytest.C
     assert code == 2
     assert "ingest.shard_rows" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_fold_all_needs_exactly_one_configuration() -> None:
+    config = load_config(None, ["segment.folds=all", "segment.configurations=[2d]"])
+    assert config.segment.fold_ids == ("all",)
+    assert load_config(None, ["segment.folds=3"]).segment.fold_ids == (0, 1, 2)
+    with pytest.raises(ConfigError, match="segment.*cannot choose between configurations"):
+        load_config(None, ["segment.folds=all"])  # the default lists 2d and 3d_fullres
+    with pytest.raises(ConfigError, match="segment.folds"):
+        load_config(None, ["segment.folds=0"])

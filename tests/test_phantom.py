@@ -182,7 +182,7 @@ def test_ceT1_contrast_vs_bright_cochlea_dark(cohort: Cohort) -> None:
         assert cochlea < 0.5 * tissue, f"{image_path.name}: cochlea {cochlea:.0f} vs tissue {tissue:.0f}"
 
 
-def test_hrT2_contrast_fluid_bright_vs_like_tissue(cohort: Cohort) -> None:
+def test_hrT2_contrast_fluid_bright_vs_between_tissue_and_fluid(cohort: Cohort) -> None:
     for modality, image_path, label_path in _pairs(cohort):
         if modality != "hrT2":
             continue
@@ -193,7 +193,9 @@ def test_hrT2_contrast_fluid_bright_vs_like_tissue(cohort: Cohort) -> None:
         vs, cochlea = image[label == 1].mean(), image[label == 2].mean()
         assert csf > 2.0 * tissue, f"{image_path.name}: CSF {csf:.0f} should be far above tissue {tissue:.0f}"
         assert cochlea > 1.3 * tissue, f"{image_path.name}: cochlea {cochlea:.0f}, tissue {tissue:.0f}"
-        assert abs(vs - tissue) < 0.3 * gap, f"{image_path.name}: VS {vs:.0f} should be close to tissue {tissue:.0f}"
+        assert 0.1 * gap < vs - tissue < 0.6 * gap, (
+            f"{image_path.name}: VS {vs:.0f} should be above tissue {tissue:.0f} and well below CSF {csf:.0f}"
+        )
 
 
 def test_contrast_table_and_its_documentation_agree() -> None:

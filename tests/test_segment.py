@@ -232,3 +232,24 @@ def test_two_configurations_are_selected_between_and_ensembled(ray_local, cohort
     assert nib.load(str(output)).shape == nib.load(str(image_path)).shape
     probabilities = np.load(probabilities_path(output))["probabilities"].astype(np.float32)
     np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-2)
+
+
+def test_fold_all_trains_one_model_on_every_case_and_predicts(ray_local, cohort, tmp_path: Path) -> None:
+    train = cohort.train_dir
+    cases = [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
+    settings = TINY.model_copy(update={"folds": "all"})
+    segmenter = train_segmenter(settings, tmp_path / "segment", cases, use_gpu=False)
+    assert segmenter.folds == ("all",) and segmenter.configurations == ("2d",)
+    assert [(r.fold, r.trained, r.validation_dice) for r in segmenter.fold_results] == [("all", True, {})]
+    assert segmenter.postprocessing_file is None and segmenter.cv_dice == {} and segmenter.cv_dice_selected is None
+    assert (segmenter.folders.fold_dir("2d", "all") / "checkpoint_final.pth").is_file()
+    assert not (segmenter.folders.preprocessed_dataset / "splits_final.json").exists()
+    assert load_segmenter(segmenter.work_dir) == segmenter
+
+    case = cohort.eval_case_ids[0]
+    image = cohort.eval_dir / f"{case}_hrT2.nii.gz"
+    outputs = predict_volumes(segmenter, [(case, image)], tmp_path / "pred")
+    assert nib.load(str(outputs[case])).shape == nib.load(str(image)).shape
+
+    again = train_segmenter(settings, tmp_path / "segment", cases, use_gpu=False)
+    assert not again.trained  # complete without a validation of its own

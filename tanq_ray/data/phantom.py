@@ -45,12 +45,15 @@ Tissue intensities (relative; multiplied per subject by U(0.94, 1.06) per tissue
     marrow      0.62  0.30       vitreous    0.07  0.95
     csf         0.09  1.00       lens        0.25  0.10
     gm          0.40  0.36       nerve       0.46  0.22
-    wm          0.57  0.25       vs          0.90  0.40
+    wm          0.57  0.25       vs          0.90  0.55
     brainstem   0.52  0.29
 
 ceT1: enhancing VS and vessels bright, fat bright, WM > GM, CSF / cochlear fluid /
-bone dark. hrT2 (CISS-like): CSF and labyrinthine fluid bright, VS close to brain
-tissue (heterogeneous, +-12 %; +-8 % in ceT1), WM < GM, bone and flowing blood dark. Texture: all
+bone dark. hrT2 (CISS-like): CSF and labyrinthine fluid bright, VS hyperintense to brain
+tissue and hypointense to CSF (heterogeneous, +-12 %; +-8 % in ceT1), WM < GM, bone and
+flowing blood dark. (Radiology references describe VS as T2-hyperintense relative to
+brain, e.g. the radasist.com atlas entry "Vestibular schwannoma"; version 2 of this
+cohort rendered it iso to cerebellar cortex, 0.40.) Texture: all
 tissue x (1 + 0.035 field), field = random cosines of 4-14 mm wavelength.
 
 Sites (``size`` = in-plane matrix of the finest acquisition, s0 = 160 mm / size)::
@@ -94,7 +97,7 @@ import numpy as np
 from tanq_ray.data.phantom_anatomy import F32, TISSUES, HeadGrid, Labels, Subject, build, rotation, sample_subject
 from tanq_ray.io_utils import atomic_path, write_text_atomic
 
-VERSION = 2
+VERSION = 3
 SUMMARY_NAME = "cohort.json"
 MODALITIES = ("ceT1", "hrT2")
 ROLES = {"labelled": 0, "unlabelled": 1, "eval": 2}
@@ -108,7 +111,7 @@ CONTRAST: dict[str, dict[str, float]] = {
     "hrT2": {
         "air": 0.00, "fat": 0.48, "soft": 0.16, "bone": 0.03, "marrow": 0.30, "csf": 1.00, "gm": 0.36,
         "wm": 0.25, "brainstem": 0.29, "cb_gm": 0.38, "vessel": 0.06, "dura": 0.12, "fluid": 0.92,
-        "vitreous": 0.95, "lens": 0.10, "nerve": 0.22, "vs": 0.40,
+        "vitreous": 0.95, "lens": 0.10, "nerve": 0.22, "vs": 0.55,
     },
 }  # fmt: skip
 VS_HETEROGENEITY = {"ceT1": 0.08, "hrT2": 0.12}

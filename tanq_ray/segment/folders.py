@@ -85,7 +85,7 @@ class NnUNetFolders:
         """Training output of one configuration: ``fold_<k>/`` folders, ``plans.json``, ``dataset.json``."""
         return self.results / self.dataset / f"{TRAINER_NAME}__{PLANS_NAME}__{configuration}"
 
-    def fold_dir(self, configuration: str, fold: int) -> Path:
+    def fold_dir(self, configuration: str, fold: int | str) -> Path:
         return self.model_dir(configuration) / f"fold_{fold}"
 
     def environment(self, use_gpu: bool, augmentation_processes: int | None = None) -> dict[str, str]:

@@ -75,7 +75,7 @@ class FoldResult:
     """
 
     configuration: str
-    fold: int
+    fold: int | str  # 0, 1, ... or "all"
     trained: bool
     start_epoch: int
     epochs: int
@@ -92,17 +92,27 @@ def final_validation_dice(fold_dir: Path) -> dict[str, float]:
     return dice
 
 
-def is_complete(folders: NnUNetFolders, configuration: str, fold: int) -> bool:
-    """A finished training (``checkpoint_final.pth``) with its final validation."""
+def validates(fold: int | str) -> bool:
+    """Whether a fold has a final validation: cross-validation folds do; fold "all" holds no case out, so it has none."""
+    return fold != "all"
+
+
+def is_complete(folders: NnUNetFolders, configuration: str, fold: int | str) -> bool:
+    """A finished training (``checkpoint_final.pth``) with its final validation (when the fold has one)."""
     fold_dir = folders.fold_dir(configuration, fold)
-    return (fold_dir / "checkpoint_final.pth").is_file() and (fold_dir / "validation" / "summary.json").is_file()
+    validated = not validates(fold) or (fold_dir / "validation" / "summary.json").is_file()
+    return (fold_dir / "checkpoint_final.pth").is_file() and validated
+
+
+def _validation_dice(folders: NnUNetFolders, configuration: str, fold: int | str) -> dict[str, float]:
+    return final_validation_dice(folders.fold_dir(configuration, fold)) if validates(fold) else {}
 
 
 def _train_fold(
     folders: NnUNetFolders,
     schedule: FoldSchedule,
     configuration: str,
-    fold: int,
+    fold: int | str,
     device_type: str,
     save_probabilities: bool,
     tracking: tuple[str, str] | None,
@@ -134,14 +144,15 @@ def _train_fold(
         run.log_metrics({"start_epoch": start_epoch}, step=start_epoch)
     if resume_from != final:
         trainer.run_training()
-    trainer.perform_actual_validation(save_probabilities)
-    dice = final_validation_dice(fold_dir)
-    if run is not None:
+    if validates(fold):
+        trainer.perform_actual_validation(save_probabilities)
+    dice = _validation_dice(folders, configuration, fold)
+    if run is not None and dice:
         run.log_metrics(dice, step=schedule.epochs)
     return FoldResult(configuration, fold, True, start_epoch, schedule.epochs, time.perf_counter() - start, dice)
 
 
-def _fold_run(logging: FoldLogging, schedule: FoldSchedule, configuration: str, fold: int) -> RunHandle:
+def _fold_run(logging: FoldLogging, schedule: FoldSchedule, configuration: str, fold: int | str) -> RunHandle:
     client = MlflowClient(logging.tracking_uri)
     created = client.create_run(
         logging.experiment_id,
@@ -185,17 +196,17 @@ def run_folds(
         "runtime_env": folders.runtime_env(use_gpu, augmentation),
     }
     results: list[FoldResult] = []
-    todo: list[tuple[str, int]] = []
+    todo: list[tuple[str, int | str]] = []
     for configuration in settings.configurations:
-        for fold in range(settings.folds):
+        for fold in settings.fold_ids:
             if is_complete(folders, configuration, fold):
-                dice = final_validation_dice(folders.fold_dir(configuration, fold))
+                dice = _validation_dice(folders, configuration, fold)
                 results.append(FoldResult(configuration, fold, False, settings.epochs, settings.epochs, 0.0, dice))
                 print(f"[segment] fold {configuration}/{fold} already complete, skipping", flush=True)
             else:
                 todo.append((configuration, fold))
 
-    pending: dict[ray.ObjectRef, tuple[str, int, RunHandle | None, float]] = {}
+    pending: dict[ray.ObjectRef, tuple[str, int | str, RunHandle | None, float]] = {}
     failures = []
     while todo or pending:
         while todo and (max_parallel is None or len(pending) < max_parallel):
@@ -221,11 +232,12 @@ def run_folds(
         results.append(result)
         if run is not None:
             run.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        validation = result.validation_dice.get("final_val_dice")
         print(
             f"[segment] fold {configuration}/{fold} finished in {time.perf_counter() - submitted:.1f} s "
-            f"(from epoch {result.start_epoch}, validation Dice {result.validation_dice['final_val_dice']:.3f})",
+            f"(from epoch {result.start_epoch}" + (f", validation Dice {validation:.3f})" if validation is not None else ")"),
             flush=True,
         )
     if failures:
         raise RuntimeError("nnUNet folds failed:\n  " + "\n  ".join(failures))
-    return sorted(results, key=lambda r: (settings.configurations.index(r.configuration), r.fold))
+    return sorted(results, key=lambda r: (settings.configurations.index(r.configuration), settings.fold_ids.index(r.fold)))

@@ -43,7 +43,7 @@ def probabilities_path(label_path: str | Path) -> Path:
     return label_path.with_name(label_path.name.removesuffix(LABEL_SUFFIX) + PROBABILITIES_SUFFIX)
 
 
-def _load_predictors(folders: NnUNetFolders, configurations: Sequence[str], folds: Sequence[int], device_type: str) -> list:
+def _load_predictors(folders: NnUNetFolders, configurations: Sequence[str], folds: Sequence[int | str], device_type: str) -> list:
     """One nnUNetPredictor per configuration, holding the weights of every fold."""
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
@@ -128,7 +128,8 @@ def _predict_chunk(
 
     use_spawn()
     predictors = _load_predictors(segmenter.folders, segmenter.configurations, segmenter.folds, device_type)
-    postprocessing_functions, postprocessing_kwargs = load_pickle(str(segmenter.postprocessing_file))
+    postprocessing = load_pickle(str(segmenter.postprocessing_file)) if segmenter.postprocessing_file else ([], [])
+    postprocessing_functions, postprocessing_kwargs = postprocessing
     label_manager = predictors[0].label_manager
     writer = predictors[0].plans_manager.image_reader_writer_class()
     seconds = []

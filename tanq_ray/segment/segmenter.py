@@ -34,17 +34,19 @@ class Segmenter:
     """A trained, selected nnUNet model: what prediction needs, and how this call got it.
 
     ``configurations`` is nnUNet's selection (one configuration, or two whose
-    softmax outputs are averaged); every fold of each is used. ``trained`` is
-    True when this call trained at least one fold.
+    softmax outputs are averaged); every fold of each is used. With folds
+    ``("all",)`` there is no selection and no postprocessing
+    (``postprocessing_file`` None, ``cv_dice`` empty). ``trained`` is True
+    when this call trained at least one fold.
     """
 
     work_dir: Path
     dataset_name: str
     configurations: tuple[str, ...]
-    folds: tuple[int, ...]
-    postprocessing_file: Path
+    folds: tuple[int | str, ...]
+    postprocessing_file: Path | None
     cv_dice: dict[str, float]
-    cv_dice_selected: float
+    cv_dice_selected: float | None
     trainer_name: str = TRAINER_NAME
     plans_name: str = PLANS_NAME
     fold_results: tuple[FoldResult, ...] = ()
@@ -61,7 +63,8 @@ class Segmenter:
         """Write ``<work_dir>/segmenter.json`` atomically, with paths relative to the work folder (it may move)."""
         data = asdict(self)
         del data["work_dir"]
-        data["postprocessing_file"] = str(self.postprocessing_file.relative_to(self.work_dir))
+        if self.postprocessing_file is not None:
+            data["postprocessing_file"] = str(self.postprocessing_file.relative_to(self.work_dir))
         return write_text_atomic(self.work_dir / SEGMENTER_FILE, json.dumps(data, indent=2))
 
 
@@ -78,9 +81,9 @@ def load_segmenter(work_dir: str | Path) -> Segmenter:
             dataset_name=data["dataset_name"],
             configurations=tuple(data["configurations"]),
             folds=tuple(data["folds"]),
-            postprocessing_file=work_dir / data["postprocessing_file"],
+            postprocessing_file=work_dir / data["postprocessing_file"] if data["postprocessing_file"] else None,
             cv_dice=dict(data["cv_dice"]),
-            cv_dice_selected=float(data["cv_dice_selected"]),
+            cv_dice_selected=None if data["cv_dice_selected"] is None else float(data["cv_dice_selected"]),
             trainer_name=data["trainer_name"],
             plans_name=data["plans_name"],
             fold_results=tuple(FoldResult(**result) for result in data["fold_results"]),
@@ -104,7 +107,7 @@ def _reusable(work_dir: Path, settings: SegmentConfig) -> Segmenter | None:
         return None
     saved = load_segmenter(work_dir)
     considered = {result.configuration for result in saved.fold_results}
-    if considered != set(settings.configurations) or saved.folds != tuple(range(settings.folds)):
+    if considered != set(settings.configurations) or saved.folds != settings.fold_ids:
         return None
     return saved
 
@@ -121,8 +124,10 @@ def train_segmenter(
     Steps: write and check the raw dataset; nnUNet's integrity check, planning
     and preprocessing; ``settings.folds`` folds of each of
     ``settings.configurations`` as parallel Ray tasks (retried from their
-    checkpoint when they die); ``find_best_configuration``. ``use_gpu`` None =
-    use GPUs when the Ray cluster has any. Ray must be initialised by the caller.
+    checkpoint when they die); ``find_best_configuration``. With
+    ``settings.folds == "all"`` one model trains on every case and nothing is
+    selected. ``use_gpu`` None = use GPUs when the Ray cluster has any. Ray
+    must be initialised by the caller.
     """
     if not ray.is_initialized():
         raise RuntimeError("train_segmenter runs nnUNet in Ray tasks: call ray.init() first")
@@ -130,16 +135,20 @@ def train_segmenter(
     use_gpu = _cluster_has_gpu() if use_gpu is None else use_gpu
     folders = NnUNetFolders(work_dir, dataset_name(settings.dataset_id))
     start = time.perf_counter()
-    splits = fold_splits(cases, settings.folds)  # fails early when there are too few subjects
+    cross_validated = settings.folds != "all"
+    splits = fold_splits(cases, settings.folds) if cross_validated else None  # fails early when there are too few subjects
     if write_raw_dataset(folders, cases):
         print(f"[segment] wrote {len(cases)} training cases to '{folders.raw_dataset}'", flush=True)
     plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, _pool_size())
     set_network_width(folders, settings.configurations, settings.network_width)
-    write_splits(folders, splits)
+    if splits is not None:
+        write_splits(folders, splits)
     max_parallel = settings.max_parallel_folds
     fold_results = tuple(run_folds(folders, settings, use_gpu, logging, max_parallel))
     saved = None if any(r.trained for r in fold_results) else _reusable(work_dir, settings)
-    if saved is not None:
+    if not cross_validated:
+        selection = Selection(tuple(settings.configurations), None, {}, None)
+    elif saved is not None:
         selection = Selection(saved.configurations, saved.postprocessing_file, saved.cv_dice, saved.cv_dice_selected)
     else:
         selection = select_model(folders, settings.configurations, settings.folds, use_gpu, _pool_size())
@@ -147,7 +156,7 @@ def train_segmenter(
         work_dir=work_dir,
         dataset_name=folders.dataset,
         configurations=selection.configurations,
-        folds=tuple(range(settings.folds)),
+        folds=settings.fold_ids,
         postprocessing_file=selection.postprocessing_file,
         cv_dice=selection.cv_dice,
         cv_dice_selected=selection.cv_dice_selected,

@@ -23,12 +23,16 @@ from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, us
 
 @dataclass(frozen=True)
 class Selection:
-    """nnUNet's choice: one configuration or an ensemble of two, and its postprocessing file."""
+    """nnUNet's choice: one configuration or an ensemble of two, and its postprocessing file.
+
+    Without cross-validation (folds "all") there is nothing to choose from:
+    the one configuration, no postprocessing file, no cross-validation Dice.
+    """
 
     configurations: tuple[str, ...]
-    postprocessing_file: Path
+    postprocessing_file: Path | None
     cv_dice: dict[str, float]  # cross-validation foreground Dice per configuration / ensemble
-    cv_dice_selected: float  # of the selection, after postprocessing
+    cv_dice_selected: float | None  # of the selection, after postprocessing (None without cross-validation)
 
 
 def _find_best(folders: NnUNetFolders, configurations: list[str], folds: int, processes: int) -> Selection:

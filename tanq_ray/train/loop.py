@@ -21,11 +21,13 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
 
 from tanq_ray.config import Config
+from tanq_ray.data.augment import random_crop
 from tanq_ray.data.readers import SliceCollate
 from tanq_ray.models.base import Batch, TranslatorModel
 from tanq_ray.models.registry import build_model
@@ -65,9 +67,12 @@ def _target_batches(shard: Any, batch_size: int, collate: SliceCollate, buffer: 
 
 
 def _run_epoch(
-    model: TranslatorModel, source: Any, target: Any, config: Config, collate: SliceCollate
+    model: TranslatorModel, source: Any, target: Any, config: Config, collate: SliceCollate, crops: torch.Generator
 ) -> tuple[dict[str, float], Batch]:
-    """One pass over this worker's ceT1 shard: mean losses, steps, seconds spent waiting for data; the last batch."""
+    """One pass over this worker's ceT1 shard: mean losses, steps, seconds spent waiting for data; the last batch.
+
+    With ``train.crop_size``, both batches are cut to random crops drawn from ``crops``.
+    """
     train = config.train
     buffer = train.shuffle_buffer
     sources = iter(
@@ -84,6 +89,8 @@ def _run_epoch(
         if batch is None:
             break
         target_batch = next(targets)
+        if train.crop_size is not None:
+            batch, target_batch = (random_crop(b, train.crop_size, crops) for b in (batch, target_batch))
         waiting += time.perf_counter() - start
         last: Batch = {"source": batch["image"], "source_label": batch["label"], "target": target_batch["image"]}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=train.use_gpu and train.bf16):
@@ -121,7 +128,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, epochs):
         lr = model.set_epoch(epoch)
         started = time.perf_counter()
-        result, last_batch = _run_epoch(model, source, target, config, collate)
+        crops = torch.Generator().manual_seed(int(np.random.SeedSequence([config.train.seed, rank, epoch]).generate_state(1)[0]))
+        result, last_batch = _run_epoch(model, source, target, config, collate, crops)
         seconds = time.perf_counter() - started
         metrics = {key: value for key, value in result.items() if key.startswith("loss_")} | {
             "epoch": epoch,
