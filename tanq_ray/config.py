@@ -103,7 +103,7 @@ class TrainConfig(StrictModel):
     shuffle_buffer: int = Field(256, ge=0, description="slices in each worker's local shuffle buffer; 0 = no shuffle")
     crop_size: int | None = Field(
         None, ge=16, multiple_of=4, description="train on random square crops of this many pixels of each slice (as the "
-        "public code trains on random 256 crops), translate whole slices; unset = whole slices"
+        "public code trains on random 256 crops), translate whole slices; unset, or not smaller than the slices = whole slices"
     )
     seed: int = 0
 
@@ -243,13 +243,6 @@ class Config(StrictModel):
     def _eval_labels_need_eval_dir(self) -> "Config":
         if self.data.eval_labels_dir is not None and self.data.eval_dir is None:
             raise ValueError("data.eval_labels_dir is set but data.eval_dir is not")
-        return self
-
-    @model_validator(mode="after")
-    def _crop_inside_the_slice(self) -> "Config":
-        crop = self.train.crop_size
-        if crop is not None and crop > self.ingest.image_size:
-            raise ValueError(f"train.crop_size {crop} is larger than the slices (ingest.image_size {self.ingest.image_size})")
         return self
 
     def stage_dir(self, stage: str) -> Path:

@@ -21,10 +21,9 @@ import logging
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from tanq_ray import stages
 from tanq_ray.cluster import ensure_ray
@@ -150,6 +149,34 @@ class Pipeline:
         return Table(["stage", "state", "seconds"], [{"stage": s.name, "state": s.state, "seconds": s.seconds} for s in self.states])
 
 
+Main = TypeVar("Main")
+Beside = TypeVar("Beside")
+
+
+def run_beside(main: Callable[[], Main], beside: Callable[[], Beside]) -> tuple[Main, Beside]:
+    """Run ``beside`` in a thread while ``main`` runs in this one; return both results or raise the first error.
+
+    The thread is a daemon: an interrupt of ``main`` (Ctrl-C) stops the
+    pipeline at once instead of waiting for the other lane, whose finished
+    stages are recorded and resume on the next run.
+    """
+    outcome: dict[str, Any] = {}
+
+    def lane() -> None:
+        try:
+            outcome["value"] = beside()
+        except BaseException as err:  # handed to the caller below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=lane, name="pipeline-lane", daemon=True)
+    thread.start()
+    result = main()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return result, outcome["value"]
+
+
 def reference_row_names(config: Config) -> list[str]:
     """The reference rows the configured data can have (see :func:`tanq_ray.stages.reference_rows`)."""
     has_truth = config.data.train_dir is None or config.data.train_hrT2_labels_dir is not None
@@ -229,10 +256,7 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
 
         # The reference rows need no translation: they train beside the adapted rows, each
         # nnUNet fold task holding its own CPU (a cluster with one CPU runs them in turn).
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="rows") as lanes:
-            adapted, referenced = lanes.submit(adapted_rows), lanes.submit(reference_rows)
-            rows, previous_key = adapted.result()
-            references = referenced.result()
+        (rows, previous_key), references = run_beside(adapted_rows, reference_rows)
         table_rows = {name: references[name] for name in references if name == SOURCE_ONLY} | rows
         table_rows |= {name: references[name] for name in references if name != SOURCE_ONLY}
 

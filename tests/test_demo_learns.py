@@ -1,14 +1,19 @@
-"""The demo configuration learns: the floors of the tiny pipeline on the phantom (slow: about 12 minutes each).
+"""The demo configuration learns: Dice floors of the tiny pipeline on the phantom (slow: about 13 minutes a cohort).
 
-Floors (evaluation hrT2, mean over cases): the target-supervised row shows the
-segmenter's budget is enough (VS >= 0.7, cochlea >= 0.5); the final adapted
-row reaches VS >= 0.5 and cochlea >= 0.3; multi-view beats source-only on
-mean Dice. Run for the demo's cohort and for another seed and size, so the
-settings are not tuned to one cohort.
+Each cohort runs ``configs/tiny.yaml`` once: the demo's (seed 0, size 96) and
+another seed and size (seed 7, size 128), so the settings are not tuned to
+one cohort. Two sets of floors on the evaluation hrT2 (mean over cases):
 
-The floors are not reached yet (docs/learning-on-a-cpu.md, "Where the demo
-stands"): the test is a strict expected failure, so it fails the day the
-demo reaches them and the marker must go.
+- what the demo reaches today (README, "Pipeline"), a little under the
+  measured values: the segmenter learns the VS and cochlea from real hrT2,
+  nnUNet trained on pseudo-hrT2 finds the VS on real hrT2 where the
+  ceT1-trained one does not, and self-training keeps it. A broken region of
+  interest or a broken translation fails them;
+- the recipe's goal: the target-supervised row reaches VS >= 0.7 and
+  cochlea >= 0.5, the final adapted row VS >= 0.5 and cochlea >= 0.3.
+  Not reached yet (docs/learning-on-a-cpu.md, "Where the demo stands"): a
+  strict expected failure, so it fails the day the demo reaches them and
+  the marker must go.
 """
 
 from __future__ import annotations
@@ -22,21 +27,32 @@ from tanq_ray.config import load_config
 from tanq_ray.pipeline import run_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
+COHORTS = {"demo": [], "seed7-size128": ["phantom.seed=7", "phantom.size=128"]}
 
 
-def _rows(evaluation_dir: Path) -> dict[str, dict[str, float]]:
-    with (evaluation_dir / "results.csv").open() as handle:
+@pytest.fixture(scope="module", params=list(COHORTS))
+def rows(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, ray_local) -> dict[str, dict[str, float]]:
+    """Row name -> mean Dice per class of one tiny pipeline run on one cohort."""
+    out = tmp_path_factory.mktemp(request.param)
+    overrides = [f"output_dir={out / 'out'}", f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}", *COHORTS[request.param]]
+    result = run_pipeline(load_config(REPO / "configs" / "tiny.yaml", overrides))
+    with (result.evaluation_dir / "results.csv").open() as handle:
         return {row["run"]: {k: float(v) for k, v in row.items() if k.startswith("dice_")} for row in csv.DictReader(handle)}
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the tiny budget does not reach the floors yet (docs/learning-on-a-cpu.md)")
-@pytest.mark.parametrize("cohort", [[], ["phantom.seed=7", "phantom.size=128"]], ids=["demo", "seed7-size128"])
-def test_tiny_pipeline_reaches_the_floors(tmp_path: Path, ray_local, cohort: list[str]) -> None:
-    overrides = [f"output_dir={tmp_path / 'out'}", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}", *cohort]
-    result = run_pipeline(load_config(REPO / "configs" / "tiny.yaml", overrides))
-    rows = _rows(result.evaluation_dir)
-    final = rows["self-training round 1"]
-    assert rows["target-supervised"]["dice_vs"] >= 0.7 and rows["target-supervised"]["dice_cochlea"] >= 0.5, rows
+def test_tiny_pipeline_reaches_the_demo_floors(rows: dict[str, dict[str, float]]) -> None:
+    source, target = rows["source-only"], rows["target-supervised"]
+    multi_view, final = rows["multi-view (no self-training)"], rows["self-training round 1"]
+    assert target["dice_vs"] >= 0.6 and target["dice_cochlea"] >= 0.3, rows
+    assert multi_view["dice_vs"] >= source["dice_vs"] + 0.1, rows
+    assert final["dice_vs"] >= 0.2, rows
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the tiny budget does not reach the recipe's floors yet (docs/learning-on-a-cpu.md)")
+def test_tiny_pipeline_reaches_the_recipe_floors(rows: dict[str, dict[str, float]]) -> None:
+    target, final = rows["target-supervised"], rows["self-training round 1"]
+    assert target["dice_vs"] >= 0.7 and target["dice_cochlea"] >= 0.5, rows
     assert final["dice_vs"] >= 0.5 and final["dice_cochlea"] >= 0.3, rows
     assert rows["multi-view (no self-training)"]["dice_mean"] > rows["source-only"]["dice_mean"], rows

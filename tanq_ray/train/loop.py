@@ -71,7 +71,7 @@ def _run_epoch(
 ) -> tuple[dict[str, float], Batch]:
     """One pass over this worker's ceT1 shard: mean losses, steps, seconds spent waiting for data; the last batch.
 
-    With ``train.crop_size``, both batches are cut to random crops drawn from ``crops``.
+    With ``train.crop_size`` smaller than the slices, both batches are cut to random crops drawn from ``crops``.
     """
     train = config.train
     buffer = train.shuffle_buffer
@@ -89,7 +89,7 @@ def _run_epoch(
         if batch is None:
             break
         target_batch = next(targets)
-        if train.crop_size is not None:
+        if train.crop_size is not None and train.crop_size < batch["image"].shape[-1]:
             batch, target_batch = (random_crop(b, train.crop_size, crops) for b in (batch, target_batch))
         waiting += time.perf_counter() - start
         last: Batch = {"source": batch["image"], "source_label": batch["label"], "target": target_batch["image"]}
