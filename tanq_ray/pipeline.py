@@ -80,7 +80,7 @@ class Pipeline:
     parent: RunHandle
     states: list[StageState] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    """Stages of independent lanes run in threads: state changes and the display go one at a time."""
+    """Stages of independent lanes run in threads: each state line is read and printed whole, one at a time."""
 
     @property
     def records(self) -> Path:
@@ -94,8 +94,8 @@ class Pipeline:
         return next(state for state in self.states if state.name == name)
 
     def _show(self) -> None:
-        line = "  ".join(f"{s.name}: {s.state}" + (f" {s.seconds:.0f}s" if s.state in ("done", "failed") else "") for s in self.states)
         with self.lock:
+            line = "  ".join(f"{s.name}: {s.state}" + (f" {s.seconds:.0f}s" if s.state in ("done", "failed") else "") for s in self.states)
             print(f"[pipeline] {line}", flush=True)
 
     def cached(self, name: str, key: str) -> dict[str, Any] | None:
