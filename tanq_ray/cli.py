@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from tanq_ray.config import Config, ConfigError, PhantomConfig, load_config
+from tanq_ray.output_lock import OutputFolderBusy, output_lock
 
 if TYPE_CHECKING:
     from tanq_ray.tracking import RunHandle, Tracker
+
+
+WRITES_OUTPUT_DIR = frozenset({"ingest", "train", "sweep", "translate", "segment", "pipeline"})
+"""Subcommands that write into ``output_dir`` and so hold its lock (:mod:`tanq_ray.output_lock`)."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -30,7 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tanq_ray.tune.sweep import SweepFailedError
 
     return (
-        ConfigError, FileNotFoundError, LayoutError, IngestError, TrainingSetupError, SweepFailedError,
+        ConfigError, OutputFolderBusy, FileNotFoundError, LayoutError, IngestError, TrainingSetupError, SweepFailedError,
         TranslateError, DatasetError, EvaluationError,
     )  # fmt: skip
 
@@ -214,7 +219,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[..., None] = args.handler
     try:
         if getattr(args, "needs_config", False):
-            handler(args, load_config(args.config, [_alias(text) for text in args.overrides]))
+            config = load_config(args.config, [_alias(text) for text in args.overrides])
+            if args.command in WRITES_OUTPUT_DIR:
+                with output_lock(config.output_dir, f"tanq {args.command}"):
+                    handler(args, config)
+            else:
+                handler(args, config)
         else:
             handler(args)
     except _user_errors() as err:

@@ -15,7 +15,7 @@ from tanq_ray.models.synthetic import synthetic_batch
 @pytest.mark.parametrize(
     ("name", "config"),
     [
-        ("tanq", TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 10, 11), num_patches=32)),
+        ("tanq", TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 12, 13), num_patches=32)),
         ("cyclegan", CycleGANConfig(ngf=8, ndf=8, n_blocks=2)),
     ],
 )

@@ -11,7 +11,7 @@ def test_hook_sees_each_optimiser_with_gradients_and_can_change_the_update() -> 
     torch.manual_seed(0)
     batch = synthetic_batch(2, 32, seed=1)
     for name, config in [
-        ("tanq", TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 10, 11), num_patches=16)),
+        ("tanq", TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 12, 13), num_patches=16)),
         ("cyclegan", CycleGANConfig(ngf=8, ndf=8, n_blocks=2, pool_size=0)),
     ]:
         model = build_model(name, config)

@@ -12,6 +12,7 @@ from tanq_ray.models.generator import ResnetGenerator
 from tanq_ray.models.norms import TargetAwareNorm
 from tanq_ray.models.patches import PatchProjector
 from tanq_ray.models.registry import build_model
+from tanq_ray.models.sampling import BlurDownsample, BlurUpsample
 from tanq_ray.models.synthetic import synthetic_batch
 
 NCE_LAYERS = (0, 4, 8, 12, 16)
@@ -32,7 +33,8 @@ def test_model_parameter_counts_at_paper_settings():
     tanq = build_model("tanq", TanqConfig())
     counts = tanq.parameter_counts()
     # ResNet-9 + SegDecoder (2 transposed convs + 7x7 conv to 3 classes: 378,243)
-    assert counts == {"G": 11_743_876, "D": 2_762_689, "F": 559_872}
+    # + region affine: (weight, bias) for {others, cochlea} on 5,248 target-aware normalised channels (20,992)
+    assert counts == {"G": 11_764_868, "D": 2_762_689, "F": 559_872}
     assert tanq.generator_parameters_count() == counts["G"]
     qs_attn = build_model("tanq", TanqConfig(encoder_norm="in", decoder_norm="in", segdecoder=False))
     assert qs_attn.generator_parameters_count() == 11_365_633
@@ -41,15 +43,19 @@ def test_model_parameter_counts_at_paper_settings():
 
 
 def test_hypothesis_for_the_papers_8_219m_generator():
-    """Paper: TANQ G 8.219M. ResNet-6 + SegDecoder, with two learnable (gamma, beta) pairs per channel in
-    every norm (as the public RN/RAIN layers have for foreground and background), gives 8,219,012."""
+    """Paper: TANQ G 8.219M. ResNet-6 + SegDecoder with the region affine (two learnable (gamma, beta) pairs
+    per channel in every target-aware norm, as the public RN-B layer has for foreground and background)
+    gives 8,218,244; the same pairs on the SegDecoder's two norms would give exactly 8,219,012."""
     generator = ResnetGenerator(ngf=64, n_blocks=6, encoder_norm="rn", decoder_norm="rn_rain", segdecoder=True)
-    assert _count(generator) == 8_203_396
-    normalised_channels = sum(
-        m.num_features for m in generator.modules() if isinstance(m, (TargetAwareNorm, nn.InstanceNorm2d))
+    assert _count(generator) == 8_218_244
+    plain = ResnetGenerator(
+        ngf=64, n_blocks=6, encoder_norm="rn", decoder_norm="rn_rain", segdecoder=True, region_affine=False
     )
-    assert normalised_channels == 3_904
-    assert _count(generator) + 4 * normalised_channels == 8_219_012
+    target_aware_channels = sum(m.num_features for m in generator.modules() if isinstance(m, TargetAwareNorm))
+    segdecoder_channels = sum(m.num_features for m in generator.modules() if isinstance(m, nn.InstanceNorm2d))
+    assert (target_aware_channels, segdecoder_channels) == (3_712, 192)
+    assert _count(plain) + 4 * target_aware_channels == _count(generator)
+    assert _count(generator) + 4 * segdecoder_channels == 8_219_012
 
 
 def test_encode_features_skips_the_decoder_and_matches_the_full_pass():
@@ -74,12 +80,58 @@ def test_encode_features_skips_the_decoder_and_matches_the_full_pass():
 
 def test_config_refuses_nce_layers_past_the_encoder():
     with pytest.raises(ValueError, match="last encoder layer is 15"):
-        TanqConfig(n_blocks=6)
-    assert TanqConfig(n_blocks=6, nce_layers=(0, 4, 8, 12, 15)).nce_layers[-1] == 15
+        TanqConfig(n_blocks=6, antialias=False)
+    with pytest.raises(ValueError, match="last encoder layer is 15"):
+        TanqConfig(n_blocks=4)  # anti-aliased: residual blocks start at layer 12
+    assert TanqConfig(n_blocks=6, nce_layers=(0, 4, 8, 12, 15), antialias=False).nce_layers[-1] == 15
+    assert TanqConfig(n_blocks=5).nce_layers == (0, 4, 8, 12, 16)
+
+
+def test_blur_sampling_keeps_constants_and_halves_or_doubles_the_size():
+    constant = torch.full((2, 3, 10, 10), 0.7)
+    down, up = BlurDownsample(3), BlurUpsample(3)
+    torch.testing.assert_close(down(constant), torch.full((2, 3, 5, 5), 0.7))
+    torch.testing.assert_close(up(constant), torch.full((2, 3, 20, 20), 0.7))
+    assert down(torch.zeros(1, 3, 7, 9)).shape == (1, 3, 4, 5)
+    between_samples = torch.zeros(1, 3, 9, 9)
+    between_samples[:, :, 5, 5] = 16.0  # an odd pixel: a stride-2 conv would drop it, the blur spreads it
+    expected = torch.zeros(5, 5)
+    expected[2:4, 2:4] = 1.0  # [1, 2, 1] / 4 per axis: 16 x 1/4 x 1/4 on each of the four even neighbours
+    torch.testing.assert_close(down(between_samples)[0, 0], expected)
+    assert sum(p.numel() for p in down.parameters()) == sum(p.numel() for p in up.parameters()) == 0
+
+
+def test_antialiased_networks_follow_the_public_layout_with_the_same_parameters():
+    plain = ResnetGenerator(ngf=8, n_blocks=2, encoder_norm="rn", decoder_norm="rn_rain", segdecoder=True)
+    blurred = ResnetGenerator(
+        ngf=8, n_blocks=2, encoder_norm="rn", decoder_norm="rn_rain", segdecoder=True, antialias=True
+    )
+    assert [type(blurred.encoder[i]).__name__ for i in (4, 7, 8, 11, 12, 13)] == [
+        "Conv2d", "BlurDownsample", "Conv2d", "BlurDownsample", "ResnetBlock", "ResnetBlock"
+    ]
+    assert blurred.encoder[4].stride == blurred.encoder[8].stride == (1, 1)
+    assert _count(blurred) == _count(plain)
+    batch = synthetic_batch(2, 32)
+    out = blurred.forward_features(batch["source"], batch["source_label"], (0, 4, 8, 12, 13))
+    assert out.image.shape == batch["source"].shape and out.bottleneck.shape == (2, 32, 8, 8)
+    assert [tuple(f.shape[-2:]) for f in out.features] == [(38, 38), (32, 32), (16, 16), (8, 8), (8, 8)]
+    assert blurred.segment(out.bottleneck).shape == (2, 3, 32, 32)
+    d_plain, d_blurred = PatchDiscriminator(ndf=8), PatchDiscriminator(ndf=8, antialias=True)
+    assert _count(d_blurred) == _count(d_plain)
+    assert d_blurred(batch["source"]).shape == d_plain(batch["source"]).shape
+    assert sum(isinstance(m, BlurDownsample) for m in d_blurred.modules()) == 3
+
+
+def test_translator_defaults_follow_their_public_code():
+    assert TanqConfig().antialias and not CycleGANConfig().antialias  # CUT/QS-Attn blur-pool; original CycleGAN not
+    tanq = build_model("tanq", TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 12, 13)))
+    assert any(isinstance(m, BlurUpsample) for m in tanq.G.decoder)
+    cyclegan = build_model("cyclegan", CycleGANConfig(ngf=8, ndf=8, n_blocks=2))
+    assert not any(isinstance(m, (BlurDownsample, BlurUpsample)) for m in cyclegan.nets["G_A"].modules())
 
 
 def _tiny_tanq():
-    config = TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 10, 11), num_patches=32)
+    config = TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 12, 13), num_patches=32)
     return build_model("tanq", config)
 
 

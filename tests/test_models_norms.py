@@ -147,3 +147,33 @@ def test_generator_norms_see_the_cochlea_at_the_deepest_feature_map():
 def test_rain_is_refused_in_the_encoder():
     with pytest.raises(ValueError, match="rn_rain"):
         TargetAwareNorm(4, "rn_rain", "encoder")
+
+
+@pytest.mark.parametrize("kind, position", [("rn", "encoder"), ("rn", "decoder"), ("rn_rain", "decoder")])
+def test_region_affine_gives_a_single_pixel_cochlea_a_brightness_of_its_own(kind, position):
+    """Normalised alone, a one-pixel cochlea is 0 whatever its input; its own shift is what can make it bright."""
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 5, 6] = COCHLEA
+    x = _features(labels)
+    norm = TargetAwareNorm(4, kind, position)
+    assert norm.region_weight is not None and norm.region_bias is not None
+    cochlea_row = norm.style_regions.index(COCHLEA)
+    with torch.no_grad():
+        norm.region_bias[cochlea_row] = 2.0
+    y = norm(x, RegionMasks(labels))
+    assert torch.equal(y[0, :, 5, 6], torch.full((4,), 2.0))
+    plain = TargetAwareNorm(4, kind, position, region_affine=False)
+    assert plain.region_weight is None
+    torch.testing.assert_close(y[0, :, :5], plain(x, RegionMasks(labels))[0, :, :5])  # "others" untouched
+
+
+def test_rain_vs_takes_the_affine_of_the_others():
+    labels = _labels()
+    x = _features(labels)
+    norm = TargetAwareNorm(4, "rn_rain", "decoder")
+    assert norm.style_regions == (OTHERS, COCHLEA)
+    with torch.no_grad():
+        norm.region_weight[0], norm.region_bias[0] = 3.0, -1.0
+    plain = TargetAwareNorm(4, "rn_rain", "decoder", region_affine=False)(x, RegionMasks(labels))
+    vs = labels[0] == VS
+    torch.testing.assert_close(norm(x, RegionMasks(labels))[0][:, vs], plain[0][:, vs] * 3.0 - 1.0)

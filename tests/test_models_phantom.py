@@ -47,7 +47,7 @@ def test_tanq_on_phantom_slices_reduces_nce_and_learns_the_vs(tmp_path: Path) ->
     slices = phantom_slices(tmp_path / "cohort")
     n_source, n_target = len(slices["source"]), len(slices["target"])
     assert n_source >= 8 and n_target >= 8
-    config = TanqConfig(ngf=16, ndf=16, n_blocks=3, nce_layers=(0, 4, 8, 11, 12), num_patches=64, optim=OptimConfig(lr=1e-3))
+    config = TanqConfig(ngf=16, ndf=16, n_blocks=3, nce_layers=(0, 4, 8, 13, 14), num_patches=64, optim=OptimConfig(lr=1e-3))
     model = build_model("tanq", config)
     generator = torch.Generator().manual_seed(0)
     history = []

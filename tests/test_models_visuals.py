@@ -46,7 +46,7 @@ def test_selection_fractions_count_patches_near_each_target():
 
 
 def test_patch_selection_figure_from_a_training_step(tmp_path):
-    config = TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 10, 11), num_patches=32)
+    config = TanqConfig(ngf=8, ndf=8, n_blocks=2, nce_layers=(0, 4, 8, 12, 13), num_patches=32)
     model = build_model("tanq", config)
     batch = synthetic_batch(2, 32)
     model.step(batch)

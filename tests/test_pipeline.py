@@ -13,7 +13,7 @@ from tanq_ray.pipeline import run_pipeline, stage_names
 
 TINY = [
     "phantom.cases=2", "phantom.eval_cases=2", "phantom.size=64", "ingest.image_size=32",
-    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,10,11]",
+    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,12,13]",
     "models.tanq.num_patches=32", "models.cyclegan.ngf=8", "models.cyclegan.ndf=8", "models.cyclegan.n_blocks=2",
     "models.tanq.epochs=1", "models.cyclegan.epochs=1", "train.batch_size=2", "train.cpus_per_worker=0.5", "train.crop_size=24",
     "train.visual_every=100", "segment.configurations=[2d]", "segment.folds=2", "segment.epochs=1",

@@ -243,6 +243,7 @@ def test_fold_all_trains_one_model_on_every_case_and_predicts(ray_local, cohort,
     assert [(r.fold, r.trained, r.validation_dice) for r in segmenter.fold_results] == [("all", True, {})]
     assert segmenter.postprocessing_file is None and segmenter.cv_dice == {} and segmenter.cv_dice_selected is None
     assert (segmenter.folders.fold_dir("2d", "all") / "checkpoint_final.pth").is_file()
+    assert not (segmenter.folders.fold_dir("2d", "all") / "checkpoint_best.pth").exists()  # no validation, no "best"
     assert not (segmenter.folders.preprocessed_dataset / "splits_final.json").exists()
     assert load_segmenter(segmenter.work_dir) == segmenter
 

@@ -22,7 +22,7 @@ from tanq_ray.tune.structure import structure_band, structure_score
 from tanq_ray.tune.sweep import concurrent_trials, run_sweep
 
 TINY_MODEL = [
-    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,10,11]",
+    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,12,13]",
     "models.tanq.num_patches=32", "models.cyclegan.ngf=8", "models.cyclegan.ndf=8", "models.cyclegan.n_blocks=2",
     "models.tanq.epochs=1", "models.cyclegan.epochs=1", "train.batch_size=2", "train.cpus_per_worker=0.5",
     "train.shuffle_buffer=0", "train.visual_every=100",

@@ -21,7 +21,7 @@ from tanq_ray.train.export import load_translator
 from tanq_ray.train.launcher import TrainingSetupError, check_resources
 
 TINY_MODEL = [
-    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,10,11]",
+    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,12,13]",
     "models.tanq.num_patches=32", "models.tanq.optim.lr=0.002",
     "models.cyclegan.ngf=8", "models.cyclegan.ndf=8", "models.cyclegan.n_blocks=2", "models.cyclegan.optim.lr=0.002",
 ]  # fmt: skip

@@ -31,7 +31,7 @@ IMAGE_SIZE = 32
 def export(folder: Path, name: str, seed: int) -> Path:
     """An untrained tiny generator export (plumbing only: the weights do not matter)."""
     torch.manual_seed(seed)
-    tanq, cyclegan = TanqConfig(ngf=8, n_blocks=1, nce_layers=(0, 4, 8, 10)), CycleGANConfig(ngf=8, n_blocks=1)
+    tanq, cyclegan = TanqConfig(ngf=8, n_blocks=1, nce_layers=(0, 4, 8, 12)), CycleGANConfig(ngf=8, n_blocks=1)
     config = tanq if name == "tanq" else cyclegan
     return export_generator(build_model(name, config, "cpu"), folder)
 

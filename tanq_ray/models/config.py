@@ -13,10 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Layers of the generator's encoder in CUT's indexing (see tanq_ray.models.generator):
-# 0 reflection pad, 1-3 stem conv/norm/ReLU, 4-6 and 7-9 the two stride-2 downsamplings,
-# then one index per residual block.
-ENCODER_STEM_LAYERS = 10
+
+
+def encoder_stem_layers(antialias: bool) -> int:
+    """Encoder layers before the first residual block, in CUT's indexing (see tanq_ray.models.generator).
+
+    0 reflection pad, 1-3 stem conv/norm/ReLU, then two downsamplings of 4 layers
+    (conv, norm, ReLU, blur-pool) with ``antialias`` or of 3 (stride-2 conv, norm, ReLU).
+    """
+    return 12 if antialias else 10
 
 
 class StrictModel(BaseModel):
@@ -50,14 +55,25 @@ class TanqConfig(StrictModel):
         description="in: instance norm; rn: region IN over {vs, cochlea, others} (eq. 4-5); "
         "rn_rain: rn then the VS takes the others' mean/std (eq. 6-7)",
     )
+    region_affine: bool = Field(
+        True,
+        description="region norms scale and shift each region with learnable weights (RN-B, the RN paper's basic "
+        "form); false: normalisation only, so a region cannot be given its own brightness",
+    )
     segdecoder: bool = Field(True, description="segmentation head on the encoder output, cross-entropy (eq. 8)")
     patch_select: Literal["random", "qs_global"] = Field(
         "qs_global", description="random: CUT sampling; qs_global: lowest-entropy attention rows (eq. 9)"
     )
+    antialias: bool = Field(
+        True,
+        description="blur-pool down- and upsampling in G and D, the public CUT/QS-Attn default; "
+        "false: stride-2 convs and transposed convs (CUT's --no_antialias --no_antialias_up)",
+    )
     nce_layers: tuple[int, ...] = Field(
         (0, 4, 8, 12, 16),
         description="encoder layers whose features enter PatchNCE, in CUT's indexing: 0 padded input, "
-        "4 and 7 the stride-2 convs, 8 the norm after the second, 10 + k residual block k (from 0)",
+        "with antialias 4 and 8 the two downsampling convs and 12 + k residual block k (from 0); "
+        "without, 4 and 7 the stride-2 convs, 8 the norm after the second and 10 + k residual block k",
     )
     qs_layers: int = Field(
         2, ge=0, description="with patch_select=qs_global: how many of the last nce_layers use QS selection"
@@ -79,11 +95,11 @@ class TanqConfig(StrictModel):
             raise ValueError(
                 f"nce_layers must be distinct non-negative layer indices in increasing order, got {list(layers)}"
             )
-        last = ENCODER_STEM_LAYERS + self.n_blocks - 1
+        last = encoder_stem_layers(self.antialias) + self.n_blocks - 1
         if layers[-1] > last:
             raise ValueError(
                 f"nce_layers {list(layers)} reach past the encoder: with n_blocks={self.n_blocks} "
-                f"the last encoder layer is {last}"
+                f"and antialias={self.antialias} the last encoder layer is {last}"
             )
         if self.qs_layers > len(layers):
             raise ValueError(f"qs_layers={self.qs_layers} exceeds the {len(layers)} nce_layers")
@@ -99,6 +115,11 @@ class CycleGANConfig(StrictModel):
     ndf: int = Field(64, ge=1)
     n_blocks: int = Field(9, ge=1)
     n_layers_d: int = Field(3, ge=1)
+    antialias: bool = Field(
+        False,
+        description="blur-pool down- and upsampling in G and D; false (the original CycleGAN code): "
+        "stride-2 convs and transposed convs",
+    )
     lambda_cycle: float = Field(10.0, ge=0)
     lambda_identity: float = Field(0.5, ge=0, description="relative to lambda_cycle, as in the public CycleGAN")
     pool_size: int = Field(50, ge=0, description="image pool for the discriminators; 0 disables it")

@@ -37,10 +37,10 @@ class CycleGANModel(TranslatorModel):
         super().__init__(config, device)
         c = config
         self.nets = {
-            "G_A": ResnetGenerator(1, 1, c.ngf, c.n_blocks),
-            "G_B": ResnetGenerator(1, 1, c.ngf, c.n_blocks),
-            "D_A": PatchDiscriminator(1, c.ndf, c.n_layers_d),
-            "D_B": PatchDiscriminator(1, c.ndf, c.n_layers_d),
+            "G_A": ResnetGenerator(1, 1, c.ngf, c.n_blocks, antialias=c.antialias),
+            "G_B": ResnetGenerator(1, 1, c.ngf, c.n_blocks, antialias=c.antialias),
+            "D_A": PatchDiscriminator(1, c.ndf, c.n_layers_d, antialias=c.antialias),
+            "D_B": PatchDiscriminator(1, c.ndf, c.n_layers_d, antialias=c.antialias),
         }
         for net in self.nets.values():
             init_weights(net, c.init_type, c.init_gain).to(self.device)

@@ -1,20 +1,29 @@
 """ResNet encoder-decoder generator with target-aware norms and an optional SegDecoder.
 
-Layout of the public CUT/CycleGAN ``ResnetGenerator`` with stride-2 down- and
-transposed-conv upsampling (CUT's ``--no_antialias --no_antialias_up``),
-single-channel in and out. Encoder layers in CUT's indexing, which
-``nce_layers`` refers to::
+Layout of the public CUT/CycleGAN ``ResnetGenerator``, single-channel in and
+out. With ``antialias`` (the CUT/QS-Attn default) each downsampling is a
+stride-1 conv, norm, ReLU and a :class:`~tanq_ray.models.sampling.BlurDownsample`,
+and each upsampling a :class:`~tanq_ray.models.sampling.BlurUpsample`, a
+stride-1 conv, norm and ReLU. Without it (CUT's ``--no_antialias
+--no_antialias_up``, and the original CycleGAN code) they are stride-2 convs
+and stride-2 transposed convs. Encoder layers in CUT's indexing, which
+``nce_layers`` refers to, so that a layer number means what it means in the
+public code under either choice::
 
-    0 ReflectionPad(3)   1 Conv7x7 1->ngf      2 norm  3 ReLU
-    4 Conv3x3/2 ->2ngf   5 norm  6 ReLU
-    7 Conv3x3/2 ->4ngf   8 norm  9 ReLU
-    10 .. 10+n_blocks-1  residual blocks (4ngf)
+    antialias                                  without
+    0 ReflectionPad(3)  1 Conv7x7 1->ngf       (same)
+    2 norm  3 ReLU                             (same)
+    4 Conv3x3 ->2ngf  5 norm  6 ReLU  7 blur↓  4 Conv3x3/2 ->2ngf  5 norm  6 ReLU
+    8 Conv3x3 ->4ngf  9 norm 10 ReLU 11 blur↓  7 Conv3x3/2 ->4ngf  8 norm  9 ReLU
+    12 .. residual blocks (4ngf)               10 .. residual blocks (4ngf)
 
-Decoder: 2 x (ConvTranspose3x3/2, norm, ReLU), ReflectionPad(3), Conv7x7 -> 1, tanh.
+Decoder: 2 upsamplings (4ngf -> ngf), ReflectionPad(3), Conv7x7 -> 1, tanh.
 Encoder norms (stem, downsamplings, residual blocks) are ``encoder_norm``
 (``in`` or ``rn``); the two upsampling norms are ``decoder_norm`` (``in``,
-``rn`` or ``rn_rain``); see :mod:`tanq_ray.models.norms`. No norm has
-parameters, so counts equal the public code's: 11,365,633 for ResNet-9, ngf 64.
+``rn`` or ``rn_rain``); see :mod:`tanq_ray.models.norms`. The blur filters
+are buffers, so parameter counts do not depend on ``antialias``; with
+``region_affine=False`` they equal the public code's (11,365,633 for
+ResNet-9, ngf 64).
 
 The SegDecoder (eq. 8) mirrors the upsampling path on the encoder output and
 ends in a 7x7 conv to 3 logits (background, VS, cochlea). Its norms are plain
@@ -29,32 +38,52 @@ from typing import Callable, Sequence
 from torch import Tensor, nn
 
 from tanq_ray.models.norms import NUM_CLASSES, MaskAware, NormKind, RegionMasks, TargetAwareNorm
+from tanq_ray.models.sampling import BlurDownsample, BlurUpsample
 
 
 class ResnetBlock(MaskAware):
     """``x + norm(conv(relu(norm(conv(x)))))`` with reflection padding; shape preserved ``(B, C, h, w)``."""
 
-    def __init__(self, channels: int, norm: NormKind = "in") -> None:
+    def __init__(self, channels: int, norm: NormKind = "in", region_affine: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3))
-        self.norm1 = TargetAwareNorm(channels, norm, "encoder")
+        self.norm1 = TargetAwareNorm(channels, norm, "encoder", region_affine=region_affine)
         self.conv2 = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3))
-        self.norm2 = TargetAwareNorm(channels, norm, "encoder")
+        self.norm2 = TargetAwareNorm(channels, norm, "encoder", region_affine=region_affine)
 
     def forward(self, x: Tensor, masks: RegionMasks | None = None) -> Tensor:
         h = self.norm1(self.conv1(x), masks).relu()
         return x + self.norm2(self.conv2(h), masks)
 
 
-def _upsampling(ngf: int, out_channels: int, norm: Callable[[int], nn.Module]) -> list[nn.Module]:
-    """Two transposed-conv upsamplings (4ngf -> ngf) and the 7x7 output conv, shared by decoder and SegDecoder."""
+def _downsampling(ngf: int, norm: Callable[[int], nn.Module], antialias: bool) -> list[nn.Module]:
+    """Two downsamplings (ngf -> 4ngf): conv/2, norm, ReLU; or conv, norm, ReLU, blur-pool with ``antialias``."""
+    layers: list[nn.Module] = []
+    for mult in (1, 2):
+        width = ngf * mult * 2
+        if antialias:
+            layers += [nn.Conv2d(ngf * mult, width, 3, padding=1), norm(width), nn.ReLU(), BlurDownsample(width)]
+        else:
+            layers += [nn.Conv2d(ngf * mult, width, 3, stride=2, padding=1), norm(width), nn.ReLU()]
+    return layers
+
+
+def _upsampling(ngf: int, out_channels: int, norm: Callable[[int], nn.Module], antialias: bool) -> list[nn.Module]:
+    """Two upsamplings (4ngf -> ngf) and the 7x7 output conv, shared by decoder and SegDecoder.
+
+    Each upsampling is a transposed conv/2, norm, ReLU; or with ``antialias`` a blur upsampling, conv, norm, ReLU.
+    """
     layers: list[nn.Module] = []
     for mult in (4, 2):
-        layers += [
-            nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1),
-            norm(ngf * mult // 2),
-            nn.ReLU(),
-        ]
+        width = ngf * mult // 2
+        if antialias:
+            layers += [BlurUpsample(ngf * mult), nn.Conv2d(ngf * mult, width, 3, padding=1), norm(width), nn.ReLU()]
+        else:
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, width, 3, stride=2, padding=1, output_padding=1),
+                norm(width),
+                nn.ReLU(),
+            ]
     return layers + [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7)]
 
 
@@ -70,6 +99,7 @@ class GeneratorOutput:
     """``(B, 4ngf, H/4, W/4)`` encoder output, input of the decoder and of the SegDecoder."""
 
 
+
 class ResnetGenerator(nn.Module):
     """ResNet generator (one channel in and out by default); ``labels`` (B, H, W) feed the target-aware norms."""
 
@@ -83,23 +113,24 @@ class ResnetGenerator(nn.Module):
         decoder_norm: NormKind = "in",
         segdecoder: bool = False,
         num_classes: int = NUM_CLASSES,
+        region_affine: bool = True,
+        antialias: bool = False,
     ) -> None:
         super().__init__()
 
         def enc_norm(channels: int) -> nn.Module:
-            return TargetAwareNorm(channels, encoder_norm, "encoder")
+            return TargetAwareNorm(channels, encoder_norm, "encoder", region_affine=region_affine)
 
         def dec_norm(channels: int) -> nn.Module:
-            return TargetAwareNorm(channels, decoder_norm, "decoder")
+            return TargetAwareNorm(channels, decoder_norm, "decoder", region_affine=region_affine)
 
         encoder: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), enc_norm(ngf), nn.ReLU()]
-        for mult in (1, 2):
-            width = ngf * mult * 2
-            encoder += [nn.Conv2d(ngf * mult, width, 3, stride=2, padding=1), enc_norm(width), nn.ReLU()]
-        encoder += [ResnetBlock(ngf * 4, encoder_norm) for _ in range(n_blocks)]
+        encoder += _downsampling(ngf, enc_norm, antialias)
+        encoder += [ResnetBlock(ngf * 4, encoder_norm, region_affine) for _ in range(n_blocks)]
         self.encoder = nn.ModuleList(encoder)
-        self.decoder = nn.ModuleList(_upsampling(ngf, out_channels, dec_norm) + [nn.Tanh()])
-        self.segdecoder = nn.Sequential(*_upsampling(ngf, num_classes, nn.InstanceNorm2d)) if segdecoder else None
+        self.decoder = nn.ModuleList(_upsampling(ngf, out_channels, dec_norm, antialias) + [nn.Tanh()])
+        segmentation_head = _upsampling(ngf, num_classes, nn.InstanceNorm2d, antialias)
+        self.segdecoder = nn.Sequential(*segmentation_head) if segdecoder else None
         self._channels = _layer_channels(self.encoder, in_channels)
 
     # -- passes -----------------------------------------------------------------------------

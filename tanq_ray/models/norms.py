@@ -17,6 +17,13 @@ clamped to at least 1, so empty and single-pixel regions give finite values and
 gradients (an empty region has no pixels to write to; a single pixel
 normalises to 0). Without masks every layer is exactly ``F.instance_norm``
 without affine parameters, as in the public CUT/QS-Attn generator.
+
+Region norms carry a learnable affine per region (scale and shift per channel,
+identity at initialisation), as the basic region normalisation (RN-B) of the
+cited RN paper (Yu et al., AAAI 2020) does for its two regions. Without it a
+region normalised to zero mean cannot be given a brightness of its own: a
+1-2 pixel cochlea, normalised alone, reaches the next layer as zeros whatever
+its contrast in hrT2, and the decoder cannot render it bright.
 """
 
 from __future__ import annotations
@@ -127,28 +134,62 @@ class TargetAwareNorm(MaskAware):
     r = {cochlea, others} with the VS counted as "others" (eq. 1-3); in the
     decoder: region IN over s = {vs, cochlea, others} (eq. 4-5).
     ``kind="rn_rain"`` (decoder only): as ``rn`` then RAIN for the VS (eq. 6-7).
-    Without masks (``masks=None`` or ``RegionMasks(None)``) every kind is
-    ``F.instance_norm`` - identical to ``nn.InstanceNorm2d(affine=False)``.
-    No learnable parameters (as the public CUT/QS-Attn InstanceNorm2d).
+
+    ``kind="in"`` has no parameters (as the public CUT/QS-Attn InstanceNorm2d).
+    Region kinds with ``region_affine`` then scale and shift each *style* region
+    by its own learnable ``(C,)`` weight and bias (RN-B), identity at start. The
+    style regions are {others, cochlea} in the encoder and under RAIN (the VS
+    takes the statistics of "others" and so their affine too), and {others, vs,
+    cochlea} in a decoder ``rn``. Without masks (``masks=None`` or
+    ``RegionMasks(None)``) the whole map is "others": instance norm, then the
+    "others" affine.
     """
 
-    def __init__(self, num_features: int, kind: NormKind = "in", position: Position = "encoder", eps: float = 1e-5):
+    def __init__(
+        self,
+        num_features: int,
+        kind: NormKind = "in",
+        position: Position = "encoder",
+        eps: float = 1e-5,
+        region_affine: bool = True,
+    ):
         super().__init__()
         if kind == "rn_rain" and position != "decoder":
             raise ValueError("rn_rain needs the VS region, which only decoder norms separate; use 'rn' or 'in'")
         self.num_features, self.kind, self.position, self.eps = num_features, kind, position, eps
+        self.style_regions: tuple[int, ...] = (
+            (OTHERS, VS, COCHLEA) if kind == "rn" and position == "decoder" else (OTHERS, COCHLEA)
+        )
+        self.region_weight: nn.Parameter | None = None
+        self.region_bias: nn.Parameter | None = None
+        if kind != "in" and region_affine:  # row k: style region self.style_regions[k]
+            self.region_weight = nn.Parameter(torch.ones(len(self.style_regions), num_features))
+            self.region_bias = nn.Parameter(torch.zeros(len(self.style_regions), num_features))
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, kind={self.kind}, position={self.position}"
+        affine = self.region_weight is not None
+        return f"{self.num_features}, kind={self.kind}, position={self.position}, region_affine={affine}"
 
     def forward(self, x: Tensor, masks: RegionMasks | None = None) -> Tensor:
         """``x``: ``(B, C, h, w)`` -> ``(B, C, h, w)``; ``masks`` resized to ``(h, w)`` here."""
         partition = None if self.kind == "in" or masks is None else masks.at(x.shape[-2:])
         if partition is None:
-            return F.instance_norm(x, eps=self.eps)
-        if self.position == "encoder":  # eq. (1): r = {cochlea, others}; the VS joins "others"
-            partition = torch.cat([partition[:, :COCHLEA].sum(1, keepdim=True), partition[:, COCHLEA:]], dim=1)
-            return region_normalize(x, partition, self.eps)
+            return self._affine(F.instance_norm(x, eps=self.eps), None)
+        # eq. (1): r = {cochlea, others}, the VS joins "others"; RAIN's VS also takes the others' style
+        others_and_cochlea = torch.stack([partition[:, OTHERS] + partition[:, VS], partition[:, COCHLEA]], dim=1)
+        if self.position == "encoder":
+            return self._affine(region_normalize(x, others_and_cochlea, self.eps), others_and_cochlea)
         if self.kind == "rn_rain":
-            return region_normalize_rain(x, partition, eps=self.eps)
-        return region_normalize(x, partition, self.eps)
+            return self._affine(region_normalize_rain(x, partition, eps=self.eps), others_and_cochlea)
+        return self._affine(region_normalize(x, partition, self.eps), partition)
+
+    def _affine(self, x: Tensor, styles: Tensor | None) -> Tensor:
+        """Scale and shift by style region: ``styles`` ``(B, len(style_regions), h, w)``, None = all "others"."""
+        if self.region_weight is None or self.region_bias is None:
+            return x
+        if styles is None:
+            return x * self.region_weight[0].view(1, -1, 1, 1) + self.region_bias[0].view(1, -1, 1, 1)
+        m = styles.to(x.dtype).flatten(2)  # (B, R, hw)
+        scale = torch.einsum("rc,brp->bcp", self.region_weight, m).view_as(x)
+        shift = torch.einsum("rc,brp->bcp", self.region_bias, m).view_as(x)
+        return torch.addcmul(shift, x, scale)

@@ -43,8 +43,11 @@ class TanqModel(TranslatorModel):
     def __init__(self, config: TanqConfig, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
         c = config
-        self.G = ResnetGenerator(1, 1, c.ngf, c.n_blocks, c.encoder_norm, c.decoder_norm, c.segdecoder)
-        self.D = PatchDiscriminator(1, c.ndf, c.n_layers_d)
+        self.G = ResnetGenerator(
+            1, 1, c.ngf, c.n_blocks, c.encoder_norm, c.decoder_norm, c.segdecoder,
+            region_affine=c.region_affine, antialias=c.antialias,
+        )
+        self.D = PatchDiscriminator(1, c.ndf, c.n_layers_d, antialias=c.antialias)
         self.F = PatchProjector(self.G.layer_channels(c.nce_layers), c.projector_dim)
         self.nets = {"G": self.G, "D": self.D, "F": self.F}
         for net in self.nets.values():

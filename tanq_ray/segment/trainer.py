@@ -18,7 +18,10 @@ section 3, step 2). What changes:
   augmentation still mirrors;
 - ``checkpoint_latest.pth`` is written every ``save_every`` epochs (at most 20
   times per run, at least every 50 epochs as in nnUNet) and atomically, so a
-  killed process never leaves a truncated checkpoint to resume from;
+  killed process never leaves a truncated checkpoint to resume from; fold
+  "all" writes no ``checkpoint_best.pth`` (nnUNet picks "best" by the
+  validation pseudo-Dice, and fold "all" validates on its training cases; it
+  was rewritten after nearly every epoch, about a second each on a CPU);
 - nnUNet's ``progress.png`` is drawn at those epochs and the last one rather
   than after every epoch (drawing it takes about a second of CPU);
 - each epoch's train loss, val loss and pseudo-Dice (nnUNet's ``mean_fg_dice``,
@@ -32,6 +35,8 @@ Importing this module imports nnunetv2: only nnUNet tasks do (see
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
@@ -116,6 +121,8 @@ class TanqTrainer(nnUNetTrainer):
             self.batch_size = self.batch_size_override
 
     def save_checkpoint(self, filename: str) -> None:
+        if self.fold == "all" and Path(filename).name == "checkpoint_best.pth":
+            return  # "best" is chosen on validation data, which fold "all" lacks (its pseudo-Dice is on training data)
         if self.local_rank != 0 or self.disable_checkpointing:
             super().save_checkpoint(filename)  # writes nothing (and says so)
             return
