@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -212,7 +214,26 @@ def _alias(override: str) -> str:
     return "train." + override if override.startswith("model=") else override
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``ray job stop``, a scheduler) as an interrupt, so open MLflow runs end KILLED."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated("SIGTERM")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; SIGTERM stops it as Ctrl-C does (a local Ray node, once started, installs its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("numexpr").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
@@ -230,6 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as err:
         print(f"tanq {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:
+        print(f"tanq {args.command}: stopped ({stop or 'Ctrl-C'}); run it again to resume", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+    except SystemExit as stop:  # the local Ray node's SIGTERM handler, after stopping its processes
+        print(f"tanq {args.command}: stopped (exit {stop.code}); run it again to resume", file=sys.stderr)
+        raise
     return 0
 
 

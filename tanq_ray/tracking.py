@@ -3,8 +3,11 @@
 Every run carries the tag ``stage`` (``invocation`` for the parent) and the
 flattened config as params, so the MLflow UI's compare view lines runs up by
 the same names. The parent also stores the resolved config as ``config.yaml``.
-A run whose body raises is marked FAILED (KILLED on Ctrl-C) and the error is
-re-raised.
+A run whose body raises is marked FAILED (KILLED on Ctrl-C or SIGTERM: the
+CLI turns SIGTERM into :class:`KeyboardInterrupt`, and a local Ray node's own
+SIGTERM handler exits with :class:`SystemExit`) and the error is re-raised;
+when an invocation stops, every run under it still RUNNING (another lane's
+stage, runs that Ray workers opened) is marked KILLED too.
 
 The tracking URI comes from ``tracking.tracking_uri``, else
 ``$MLFLOW_TRACKING_URI``, else a SQLite file ``mlflow.db`` in the working
@@ -100,7 +103,34 @@ class Tracker:
                 path = Path(folder) / "config.yaml"
                 path.write_text(dump_config(self.config))
                 run.log_artifact(path)
-            yield run
+            try:
+                yield run
+            except BaseException:
+                self._kill_open_descendants(run.run_id)
+                raise
+
+    def _kill_open_descendants(self, root_run_id: str) -> None:
+        """Mark KILLED every run under ``root_run_id`` still RUNNING: its process was stopped with the invocation.
+
+        Stage runs of another lane, and translator and fold runs that Ray workers
+        opened, never reach their own end when the driver stops.
+        """
+        running = self.client.search_runs(
+            [self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000
+        )
+        parent_of: dict[str, str | None] = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in running}
+
+        def parent(run_id: str) -> str | None:  # ancestors that already ended are looked up once
+            if run_id not in parent_of:
+                parent_of[run_id] = self.client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+            return parent_of[run_id]
+
+        for run in running:
+            ancestor = parent(run.info.run_id)
+            while ancestor is not None and ancestor != root_run_id:
+                ancestor = parent(ancestor)
+            if ancestor == root_run_id:
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
 
     @contextmanager
     def stage(
@@ -125,7 +155,7 @@ class Tracker:
             run.log_params(self.config.flat())
         try:
             yield run
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM (ours, or the local Ray node's sys.exit)
             self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.KILLED))
             raise
         except BaseException as err:

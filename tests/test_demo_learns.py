@@ -7,7 +7,8 @@ one cohort. Two sets of floors on the evaluation hrT2 (mean over cases):
 - what the demo reaches today (README, "Pipeline"), a little under the
   measured values: the segmenter learns the VS and cochlea from real hrT2,
   nnUNet trained on pseudo-hrT2 finds the VS on real hrT2 where the
-  ceT1-trained one does not, and self-training keeps it. A broken region of
+  ceT1-trained one does not, and after self-training it still does (one
+  round on noisy pseudo-labels may lose some of it). A broken region of
   interest or a broken translation fails them;
 - the recipe's goal: the target-supervised row reaches VS >= 0.7 and
   cochlea >= 0.5, the final adapted row VS >= 0.5 and cochlea >= 0.3.
@@ -46,7 +47,7 @@ def test_tiny_pipeline_reaches_the_demo_floors(rows: dict[str, dict[str, float]]
     multi_view, final = rows["multi-view (no self-training)"], rows["self-training round 1"]
     assert target["dice_vs"] >= 0.6 and target["dice_cochlea"] >= 0.3, rows
     assert multi_view["dice_vs"] >= source["dice_vs"] + 0.1, rows
-    assert final["dice_vs"] >= 0.2, rows
+    assert final["dice_vs"] >= source["dice_vs"] + 0.1, rows
 
 
 @pytest.mark.slow

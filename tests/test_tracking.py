@@ -45,6 +45,27 @@ def test_failed_stage_marks_runs_failed(tiny_config: Config) -> None:
     assert runs["invocation"][0].info.status == "FAILED"
 
 
+def test_a_stopped_invocation_kills_every_open_run_under_it(tiny_config: Config) -> None:
+    """Runs other processes opened (Ray workers) and another lane's stage end KILLED; unrelated runs stay."""
+    tracker = Tracker(tiny_config)
+    client, experiment = tracker.client, tracker.experiment_id
+    unrelated = client.create_run(experiment, run_name="another command").info.run_id
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.invocation("pipeline") as parent:
+            lane = client.create_run(experiment, run_name="lane", tags={"mlflow.parentRunId": parent.run_id})
+            worker = client.create_run(experiment, run_name="fold", tags={"mlflow.parentRunId": lane.info.run_id})
+            with tracker.stage("train", parent) as stage:
+                client.create_run(experiment, run_name="worker", tags={"mlflow.parentRunId": stage.run_id})
+                raise KeyboardInterrupt
+    statuses = {run.info.run_name: run.info.status for run in client.search_runs([experiment])}
+    assert statuses == {
+        "pipeline": "KILLED", "train": "KILLED", "worker": "KILLED", "lane": "KILLED", "fold": "KILLED",
+        "another command": "RUNNING",
+    }  # fmt: skip
+    assert client.get_run(worker.info.run_id).info.status == "KILLED"
+    assert client.get_run(unrelated).info.status == "RUNNING"
+
+
 def test_default_uri_is_sqlite_in_working_directory(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

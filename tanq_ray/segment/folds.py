@@ -29,6 +29,7 @@ from tanq_ray.config import SegmentConfig
 from tanq_ray.segment.dataset import LABELS
 from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
 from tanq_ray.tracking import RunHandle
+from tanq_ray.tracking_buffer import BackgroundLog
 
 CLASS_NAMES = {value: name for name, value in LABELS.items()}
 
@@ -132,23 +133,27 @@ def _train_fold(
     plans = load_json(str(folders.preprocessed_dataset / f"{PLANS_NAME}.json"))
     plans["continue_training"] = resume_from is not None
     dataset_json = load_json(str(folders.preprocessed_dataset / "dataset.json"))
-    run = RunHandle(MlflowClient(tracking[0]), tracking[1]) if tracking else None
+    run = BackgroundLog(RunHandle(MlflowClient(tracking[0]), tracking[1])) if tracking else None
 
-    trainer = TanqTrainer(plans, configuration, fold, dataset_json, torch.device(device_type))
-    trainer.configure(schedule, run)
-    if resume_from is not None:
-        trainer.load_checkpoint(str(resume_from))
-    start_epoch = trainer.current_epoch
-    print(f"[segment] fold {configuration}/{fold} started at epoch {start_epoch} of {schedule.epochs}", flush=True)
-    if run is not None:
-        run.log_metrics({"start_epoch": start_epoch}, step=start_epoch)
-    if resume_from != final:
-        trainer.run_training()
-    if validates(fold):
-        trainer.perform_actual_validation(save_probabilities)
-    dice = _validation_dice(folders, configuration, fold)
-    if run is not None and dice:
-        run.log_metrics(dice, step=schedule.epochs)
+    try:
+        trainer = TanqTrainer(plans, configuration, fold, dataset_json, torch.device(device_type))
+        trainer.configure(schedule, run)
+        if resume_from is not None:
+            trainer.load_checkpoint(str(resume_from))
+        start_epoch = trainer.current_epoch
+        print(f"[segment] fold {configuration}/{fold} started at epoch {start_epoch} of {schedule.epochs}", flush=True)
+        if run is not None:
+            run.log_metrics({"start_epoch": start_epoch}, step=start_epoch)
+        if resume_from != final:
+            trainer.run_training()
+        if validates(fold):
+            trainer.perform_actual_validation(save_probabilities)
+        dice = _validation_dice(folders, configuration, fold)
+        if run is not None and dice:
+            run.log_metrics(dice, step=schedule.epochs)
+    finally:
+        if run is not None:
+            run.close()  # what is still queued, also when the fold failed
     return FoldResult(configuration, fold, True, start_epoch, schedule.epochs, time.perf_counter() - start, dice)
 
 

@@ -26,7 +26,8 @@ section 3, step 2). What changes:
   than after every epoch (drawing it takes about a second of CPU);
 - each epoch's train loss, val loss and pseudo-Dice (nnUNet's ``mean_fg_dice``,
   its moving average ``ema_fg_dice`` and one value per class) go to the fold's
-  MLflow run with step = epoch.
+  MLflow run with step = epoch, through a background sender, so that a
+  tracking outage delays them instead of stopping the fold.
 
 nnUNet reads ``__init__``'s signature to rebuild a trainer from a checkpoint,
 so the constructor repeats nnUNet's parameters exactly and takes nothing else.
@@ -45,7 +46,7 @@ from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import
 
 from tanq_ray.io_utils import atomic_path
 from tanq_ray.segment.folds import FoldSchedule
-from tanq_ray.tracking import RunHandle
+from tanq_ray.tracking_buffer import BackgroundLog
 
 TRAIN_PER_VALIDATION_ITERATION = 5  # nnUNet: 250 training and 50 validation iterations per epoch
 MAX_CHECKPOINTS_PER_RUN = 20
@@ -86,10 +87,10 @@ class TanqTrainer(nnUNetTrainer):
         self.batch_size_override: int | None = None
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
-        self.run: RunHandle | None = None
+        self.run: BackgroundLog | None = None
         self.class_names = {value: name for name, value in dataset_json["labels"].items()}
 
-    def configure(self, schedule: FoldSchedule, run: RunHandle | None = None) -> None:
+    def configure(self, schedule: FoldSchedule, run: BackgroundLog | None = None) -> None:
         """Apply ``schedule`` and log to ``run``; call once, before :meth:`initialize`."""
         if self.was_initialized:
             raise RuntimeError("TanqTrainer.configure must be called before initialize()")

@@ -150,3 +150,5 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics)
         if epoch_log is not None:
             epoch_log.epoch(epoch, metrics, last_batch, draw=(epoch + 1) % config.train.visual_every == 0 or is_last)
+    if epoch_log is not None:
+        epoch_log.close()

@@ -11,16 +11,27 @@ from mlflow import MlflowClient
 from tanq_ray.models.base import Batch, TranslatorModel
 from tanq_ray.models.visuals import patch_selection_figure, translation_grid
 from tanq_ray.tracking import RunHandle
+from tanq_ray.tracking_buffer import BackgroundLog
 from tanq_ray.visuals import save_png
 
 
 class EpochLog:
-    """Logs to the run ``loop_config["run_id"]`` at ``loop_config["tracking_uri"]``; prints one line per epoch."""
+    """Logs to the run ``loop_config["run_id"]`` at ``loop_config["tracking_uri"]``; prints one line per epoch.
+
+    Records go through a :class:`~tanq_ray.tracking_buffer.BackgroundLog`, so a
+    tracking outage delays them instead of stopping training; :meth:`close`
+    waits for the backlog when training ends.
+    """
 
     def __init__(self, loop_config: dict[str, Any], model: TranslatorModel) -> None:
         self.model = model
         run_id = loop_config.get("run_id")
-        self.run = RunHandle(MlflowClient(loop_config["tracking_uri"]), run_id) if run_id else None
+        self.run = BackgroundLog(RunHandle(MlflowClient(loop_config["tracking_uri"]), run_id)) if run_id else None
+
+    def close(self) -> None:
+        """Send what is still waiting (up to a few minutes if the tracking server is down)."""
+        if self.run is not None:
+            self.run.close()
 
     def resumed(self, start_epoch: int) -> None:
         print(f"[{self.model.name}] resuming from the checkpoint of epoch {start_epoch - 1}", flush=True)
@@ -39,7 +50,7 @@ class EpochLog:
         if draw:
             self._pictures(self.run, epoch, sample)
 
-    def _pictures(self, run: RunHandle, epoch: int, sample: Batch) -> None:
+    def _pictures(self, run: BackgroundLog, epoch: int, sample: Batch) -> None:
         """ceT1 | pseudo-hrT2 | real hrT2 grid; for TANQ also where the patches of ``sample``'s step fell (Fig. 5)."""
         source, label, target = sample["source"], sample["source_label"], sample["target"]
         translated = self.model.translate(source, label).cpu()
