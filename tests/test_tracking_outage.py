@@ -87,8 +87,9 @@ def test_records_logged_during_an_outage_arrive_after_it(server: Server, tmp_pat
     assert [a.path for a in client.list_artifacts(run.run_id, "samples")] == ["samples/grid.png"]
 
 
+@pytest.mark.slow
 def test_a_translator_keeps_training_through_an_outage(server: Server, tmp_path: Path) -> None:
-    """``tanq train`` with its server stopped for a while mid-training finishes, with every epoch's metrics."""
+    """``tanq train`` with its server stopped for a while mid-training finishes, with every epoch's metrics (2.5 min)."""
     from conftest import ingest_tiny_phantom
 
     out = ingest_tiny_phantom(tmp_path / "data")

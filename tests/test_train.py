@@ -20,8 +20,11 @@ from tanq_ray.tracking import Tracker
 from tanq_ray.train.export import load_translator
 from tanq_ray.train.launcher import TrainingSetupError, check_resources
 
+# the strided layout, as configs/tiny.yaml: these tests are about Ray Train, not the layout; with the
+# anti-aliased default the 5-epoch NCE check missed once in a loaded full run (3.29 -> 3.25) and passed alone
 TINY_MODEL = [
-    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,12,13]",
+    "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.antialias=false",
+    "models.tanq.nce_layers=[0,4,8,10,11]",
     "models.tanq.num_patches=32", "models.tanq.optim.lr=0.002",
     "models.cyclegan.ngf=8", "models.cyclegan.ndf=8", "models.cyclegan.n_blocks=2", "models.cyclegan.optim.lr=0.002",
 ]  # fmt: skip

@@ -15,8 +15,9 @@ Statistics are per sample and channel, over the pixels of a region, biased
 variance and ``eps`` as in :class:`torch.nn.InstanceNorm2d`. Pixel counts are
 clamped to at least 1, so empty and single-pixel regions give finite values and
 gradients (an empty region has no pixels to write to; a single pixel
-normalises to 0). Without masks every layer is exactly ``F.instance_norm``
-without affine parameters, as in the public CUT/QS-Attn generator.
+normalises to 0). Without masks every layer normalises as ``F.instance_norm``
+(as the public CUT/QS-Attn generator's ``InstanceNorm2d(affine=False)``),
+then applies the "others" affine below, which starts as the identity.
 
 Region norms carry a learnable affine per region (scale and shift per channel,
 identity at initialisation), as the basic region normalisation (RN-B) of the
