@@ -176,13 +176,13 @@ class TargetAwareNorm(MaskAware):
         partition = None if self.kind == "in" or masks is None else masks.at(x.shape[-2:])
         if partition is None:
             return self._affine(F.instance_norm(x, eps=self.eps), None)
+        if self.position == "decoder" and self.kind == "rn":
+            return self._affine(region_normalize(x, partition, self.eps), partition)
         # eq. (1): r = {cochlea, others}, the VS joins "others"; RAIN's VS also takes the others' style
         others_and_cochlea = torch.stack([partition[:, OTHERS] + partition[:, VS], partition[:, COCHLEA]], dim=1)
         if self.position == "encoder":
             return self._affine(region_normalize(x, others_and_cochlea, self.eps), others_and_cochlea)
-        if self.kind == "rn_rain":
-            return self._affine(region_normalize_rain(x, partition, eps=self.eps), others_and_cochlea)
-        return self._affine(region_normalize(x, partition, self.eps), partition)
+        return self._affine(region_normalize_rain(x, partition, eps=self.eps), others_and_cochlea)
 
     def _affine(self, x: Tensor, styles: Tensor | None) -> Tensor:
         """Scale and shift by style region: ``styles`` ``(B, len(style_regions), h, w)``, None = all "others"."""
