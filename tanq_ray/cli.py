@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from tanq_ray.config import Config, ConfigError, PhantomConfig, load_config
+from tanq_ray.console import Console
 from tanq_ray.output_lock import OutputFolderBusy, output_lock
 
 if TYPE_CHECKING:
@@ -43,20 +44,33 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _print_run(tracker: "Tracker", parent: "RunHandle") -> None:
-    print(f"MLflow run {parent.run_id} in experiment '{tracker.config.tracking.experiment}': {tracker.ui_hint()}")
+    _print_where(tracker.config, parent.run_id, tracker.ui_hint())
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+def _print_where(config: Config, run_id: str, tracking_hint: str) -> None:
+    """The last lines of a command that wrote ``output_dir``: its MLflow run, how to open it, its logs."""
+    from tanq_ray.console import log_dir_of
+
+    print(f"MLflow run {run_id} in experiment '{config.tracking.experiment}': {tracking_hint}")
+    print(f"logs: {log_dir_of(config.output_dir)}/")
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, writes_output: bool = False) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML config (default: built-in paper settings)")
+    if writes_output:
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", help="stream Ray workers' and nnUNet's output here instead of <output_dir>/logs/"
+        )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. ingest.shard_rows=512")
 
 
 def _cmd_phantom(args: argparse.Namespace) -> None:
     from tanq_ray.data.phantom import generate_cohort
 
-    cohort = generate_cohort(
-        args.out, cases=args.cases, eval_cases=args.eval_cases, size=args.size, seed=args.seed, progress=True
-    )
+    def progress(done: int, total: int, volume: str) -> None:
+        print(f"phantom: {done}/{total} {volume}", file=sys.stderr, flush=True)
+
+    cohort = generate_cohort(args.out, cases=args.cases, eval_cases=args.eval_cases, size=args.size, seed=args.seed, progress=progress)
     print(
         f"phantom cohort in {args.out}: {len(cohort.labelled_cases)} labelled ceT1, "
         f"{len(cohort.unlabelled_cases)} unlabelled hrT2 (train/; their truth, for the target-supervised row only, "
@@ -125,6 +139,7 @@ def _run_pipeline(config: Config, from_translate: bool) -> None:
     print(result.stages.markdown(), end="")
     print(result.table_markdown or "no evaluation labels (data.eval_labels_dir): nothing scored\n", end="")
     print(f"evaluation in {result.evaluation_dir}")
+    _print_where(config, result.run_id, result.tracking_hint)
 
 
 def _cmd_segment(args: argparse.Namespace, config: Config) -> None:
@@ -161,12 +176,34 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     publish(title, measure(quick=args.quick), args.json)
 
 
+PLAIN = argparse.RawDescriptionHelpFormatter
+CONFIG_EPILOG = (
+    "Settings come from --config (default: the paper's settings, sized for GPUs; configs/tiny.yaml runs on a laptop)\n"
+    "and key=value overrides with dotted keys (model=... is short for train.model=...). A wrong key or value stops\n"
+    "before any work and names the key. Details of a run go to <output_dir>/logs/; --verbose streams them here."
+)
+OVERVIEW = """The TANQ recipe on Ray: translate labelled ceT1 into pseudo-hrT2, train nnUNet on it, self-train on real hrT2.
+
+quick start:
+  tanq pipeline --config configs/tiny.yaml       every stage on a built-in phantom cohort (about 13 minutes on 2 CPUs)
+  tanq pipeline --config configs/tiny.yaml data.train_dir=/data/train data.eval_dir=/data/eval
+  mlflow ui --backend-store-uri sqlite:///mlflow.db
+
+'tanq <command> --help' describes each command with an example."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tanq", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tanq", description=OVERVIEW, formatter_class=PLAIN)
     sub = parser.add_subparsers(dest="command", required=True)
 
     defaults = PhantomConfig()
-    phantom = sub.add_parser("phantom", help="write a synthetic CrossMoDA-layout cohort")
+    phantom = sub.add_parser(
+        "phantom",
+        help="write a synthetic CrossMoDA-layout cohort",
+        description="tanq phantom: write a synthetic CrossMoDA-layout cohort (ceT1 + labels, hrT2, evaluation hrT2 with truth).",
+        epilog="example:\n  tanq phantom --out data/phantom --cases 8 --eval-cases 4 --size 96",
+        formatter_class=PLAIN,
+    )
     phantom.add_argument("--out", type=Path, required=True, help="folder for train/, train_hrT2_labels/, eval/, eval_labels/")
     phantom.add_argument("--cases", type=int, default=defaults.cases, help="labelled ceT1 subjects (and as many hrT2)")
     phantom.add_argument("--eval-cases", type=int, default=defaults.eval_cases, help="evaluation hrT2 subjects")
@@ -175,38 +212,76 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.set_defaults(handler=_cmd_phantom)
 
     stage_commands = [
-        ("ingest", "NIfTI folder -> Parquet slice shards (Ray tasks)", _cmd_ingest),
-        ("train", "train a translator with Ray Train (model=tanq|cyclegan)", _cmd_train),
-        ("sweep", "Ray Tune sweep over translator rows and axes (resumable)", _cmd_sweep),
-        ("translate", "ceT1 -> pseudo-hrT2 volumes with both trained translators (Ray Data)", _cmd_translate),
-        ("segment", "translate, nnUNet rounds (folds as Ray tasks), self-training, evaluate", _cmd_segment),
-        ("pipeline", "every stage, completed ones skipped (stage caching)", _cmd_pipeline),
-    ]
-    for name, text, handler in stage_commands:
-        command = sub.add_parser(name, help=text)
-        _add_config_arguments(command)
+        ("ingest", "NIfTI folder -> Parquet slice shards (Ray tasks)", "tanq ingest --config configs/tiny.yaml data.train_dir=/data/crossmoda/train", _cmd_ingest),
+        ("train", "train one translator with Ray Train: model=tanq or model=cyclegan", "tanq train --config configs/tiny.yaml model=tanq models.tanq.epochs=2", _cmd_train),
+        ("sweep", "Ray Tune sweep over translator rows and axes (resumable)", "tanq sweep --config configs/sweeps/normalisation.yaml", _cmd_sweep),
+        ("translate", "ceT1 -> pseudo-hrT2 volumes with both trained translators (Ray Data)", "tanq translate --config configs/tiny.yaml", _cmd_translate),
+        ("segment", "translate, nnUNet rows (folds as Ray tasks), self-training, evaluate", "tanq segment --config configs/tiny.yaml segment.self_training_rounds=2", _cmd_segment),
+        ("pipeline", "every stage; finished ones with unchanged settings are skipped", "tanq pipeline --config configs/tiny.yaml output_dir=runs/mine", _cmd_pipeline),
+    ]  # fmt: skip
+    for name, text, example, handler in stage_commands:
+        command = sub.add_parser(
+            name, help=text, description=f"tanq {name}: {text}.", epilog=f"example:\n  {example}\n\n{CONFIG_EPILOG}", formatter_class=PLAIN
+        )
+        _add_config_arguments(command, writes_output=True)
         command.set_defaults(handler=handler, needs_config=True)
 
-    evaluate = sub.add_parser("evaluate", help="Dice and ASSD of predicted label volumes against the truth")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="Dice and ASSD of predicted label volumes against the truth",
+        description="tanq evaluate: Dice and ASSD (mm) per case and class of predicted label volumes against the truth.",
+        epilog="example:\n  tanq evaluate --pred runs/tiny/segment/round_1/eval_predictions --gt data/eval_labels",
+        formatter_class=PLAIN,
+    )
     evaluate.add_argument("--pred", type=Path, required=True, help="folder of predicted <case>.nii.gz")
     evaluate.add_argument("--gt", type=Path, required=True, help="folder of true <case>_Label.nii.gz")
     evaluate.add_argument("--out", type=Path, default=None, help="where per_case.csv and summary.json go (default: --pred)")
     evaluate.add_argument("--compare", type=Path, default=None, help="another run's per_case.csv: adds a paired t-test")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    runs = sub.add_parser("runs", help="list recent MLflow runs of the experiment")
+    runs = sub.add_parser(
+        "runs",
+        help="list recent MLflow runs of the experiment",
+        description="tanq runs: the experiment's recent MLflow runs with their headline metrics.",
+        epilog="example:\n  tanq runs --config configs/tiny.yaml --limit 10",
+        formatter_class=PLAIN,
+    )
     _add_config_arguments(runs)
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(handler=_cmd_runs, needs_config=True)
 
     from tanq_ray.bench import BENCHMARKS
 
-    bench = sub.add_parser("bench", help="measure and print a table of figures")
+    bench = sub.add_parser(
+        "bench",
+        help="measure and print a table of figures",
+        description="tanq bench: measure one part of the system and print what was measured.",
+        epilog="example:\n  tanq bench step --json step.json",
+        formatter_class=PLAIN,
+    )
     bench.add_argument("what", choices=sorted(BENCHMARKS))
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     bench.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
     bench.set_defaults(handler=_cmd_bench)
     return parser
+
+
+def _check_inputs(config: Config) -> None:
+    """Stop before the lock, MLflow or Ray when a configured data folder is missing."""
+    for key, folder in config.data.model_dump().items():
+        if folder is not None and not Path(folder).is_dir():
+            raise ConfigError(f"data.{key}: folder '{folder}' does not exist")
+
+
+def _say_which_settings(command: str, config_file: Path | None) -> None:
+    """Without --config the paper's settings apply: sized for GPUs, so say so before anything starts."""
+    if config_file is None:
+        print(
+            f"tanq {command}: no --config: using the paper's settings (as configs/paper.yaml: 256 x 256 slices, "
+            "TANQ 400 / CycleGAN 200 epochs, nnUNet 2d + 3d_fullres x 5 folds; days on a GPU); "
+            "--config configs/tiny.yaml runs on a laptop",
+            file=sys.stderr,
+        )
 
 
 def _alias(override: str) -> str:
@@ -243,7 +318,10 @@ def _main(argv: Sequence[str] | None) -> int:
             config = load_config(args.config, [_alias(text) for text in args.overrides])
             if args.command in WRITES_OUTPUT_DIR:
                 with output_lock(config.output_dir, f"tanq {args.command}"):
-                    handler(args, config)
+                    _check_inputs(config)
+                    _say_which_settings(args.command, args.config)
+                    with Console(args.command, config.output_dir, args.verbose):
+                        handler(args, config)
             else:
                 handler(args, config)
         else:

@@ -131,6 +131,11 @@ class SegmentConfig(StrictModel):
         None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
         "unset = nnUNet's planned network (32); 8-16 trains on a CPU"
     )
+    views: list[Literal["tanq", "cyclegan"]] = Field(
+        ["tanq", "cyclegan"],
+        description="translators whose pseudo-hrT2 the adapted rows train on: both = the paper's multi-view; one = a "
+        "single-view ablation (the reference rows use none)",
+    )
     self_training_rounds: int = Field(4, ge=0)
     refine_pseudo_labels: bool = Field(False, description="clean pseudo-labels before retraining (paper's future work)")
     refine_min_confidence: float = Field(
@@ -148,6 +153,13 @@ class SegmentConfig(StrictModel):
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("list at least one of '2d', '3d_fullres'")
+        return value
+
+    @field_validator("views")
+    @classmethod
+    def _distinct_views(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"list each of 'tanq', 'cyclegan' at most once, and at least one; got {value}")
         return value
 
     @field_validator("folds")
@@ -252,6 +264,10 @@ class Config(StrictModel):
     def flat(self) -> dict[str, Any]:
         """Dotted-key view of every value, as logged to MLflow params."""
         return dict(_flatten(self.model_dump(mode="json")))
+
+    def section_params(self, *sections: str) -> dict[str, Any]:
+        """The dotted keys under ``sections`` (e.g. ``"ingest"``, ``"models.tanq"``): what a stage run logs as params."""
+        return {key: value for key, value in self.flat().items() if any(key.startswith(s + ".") for s in sections)}
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from tanq_ray import stages
+from tanq_ray import console, stages
 from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config
 from tanq_ray.io_utils import write_text_atomic
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence"}
 """Segment settings that only self-training rounds (r >= 1) read: not in the keys of round 0 and the reference rows."""
+ADAPTED_ROW_SETTINGS = {"views"}
+"""Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys."""
 
 SPEED_ONLY = {
     "train": {"num_workers", "cpus_per_worker", "use_gpu", "bf16", "checkpoint_every", "max_failures", "visual_every"},
@@ -73,14 +75,14 @@ class StageState:
 
 @dataclass
 class Pipeline:
-    """Runs stages in order, skipping those whose key matches their record; prints their states."""
+    """Runs stages in order, skipping those whose key matches their record; shows their states on the console."""
 
     config: Config
     tracker: Tracker
     parent: RunHandle
     states: list[StageState] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    """Stages of independent lanes run in threads: each state line is read and printed whole, one at a time."""
+    """Stages of independent lanes run in threads: state changes reach the console one at a time."""
 
     @property
     def records(self) -> Path:
@@ -88,15 +90,19 @@ class Pipeline:
 
     def plan(self, names: list[str]) -> None:
         self.states = [StageState(name) for name in names]
-        self._show()
+        self._show(None)
 
     def _state(self, name: str) -> StageState:
         return next(state for state in self.states if state.name == name)
 
-    def _show(self) -> None:
+    def _show(self, changed: StageState | None) -> None:
+        """Tell the console (or, without one, the log) that ``changed`` has a new state."""
         with self.lock:
-            line = "  ".join(f"{s.name}: {s.state}" + (f" {s.seconds:.0f}s" if s.state in ("done", "failed") else "") for s in self.states)
-            print(f"[pipeline] {line}", flush=True)
+            terminal = console.active()
+            if terminal is not None:
+                terminal.stages(self.states, changed)
+            elif changed is not None:
+                log.info("stage %s: %s%s", changed.name, changed.state, f" in {changed.seconds:.0f} s" if changed.seconds else "")
 
     def cached(self, name: str, key: str) -> dict[str, Any] | None:
         """The recorded outputs of stage ``name`` when it finished with this ``key``."""
@@ -126,23 +132,23 @@ class Pipeline:
         if outputs is not None:
             state.state = "cached"
             self.parent.set_tags({f"stage.{name}": "cached"})
-            self._show()
+            self._show(state)
             return outputs
         self.prepare(name, key, work_dirs)
         state.state = "running"
-        self._show()
+        self._show(state)
         started = time.perf_counter()
         try:
             outputs = body()
         except BaseException:
             state.state, state.seconds = "failed", time.perf_counter() - started
-            self._show()
+            self._show(state)
             raise
         state.state, state.seconds = "done", time.perf_counter() - started
         record = {"key": key, "outputs": outputs, "seconds": state.seconds}
         write_text_atomic(self.records / f"{name}.json", json.dumps(record, indent=1, default=str))
         self.parent.set_tags({f"stage.{name}": "ran"})
-        self._show()
+        self._show(state)
         return outputs
 
     def table(self) -> Table:
@@ -196,6 +202,10 @@ class PipelineResult:
     evaluation_dir: Path
     table_markdown: str | None
     stages: Table
+    run_id: str
+    """The pipeline's MLflow run (every stage is a child of it)."""
+    tracking_hint: str
+    """How to open the tracking store (:meth:`~tanq_ray.tracking.Tracker.ui_hint`)."""
 
 
 def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult:
@@ -225,15 +235,16 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
 
         segment = _section(config, "segment")
         pseudo_labelling = {k: segment.pop(k) for k in PSEUDO_LABEL_SETTINGS}
+        adapted_only = {k: segment.pop(k) for k in ADAPTED_ROW_SETTINGS}
         segment_inputs = {"segment": segment, "eval": folders["eval_dir"]}
 
         def adapted_rows() -> tuple[dict[str, dict[str, Any]], str]:
             """Round 0 then each self-training round; returns the rows and the last round's key."""
             rows: dict[str, dict[str, Any]] = {}
-            key = stage_key({"translate": translate_key, **segment_inputs})
+            key = stage_key({"translate": translate_key, "adapted": adapted_only, **segment_inputs})
             for index in range(config.segment.self_training_rounds + 1):
                 key = stage_key({"previous": key, "round": index} | ({"pseudo_labels": pseudo_labelling} if index else {}))
-                rows[round_name(index)] = outputs = pipeline.run(
+                rows[round_name(index, config.segment.views)] = outputs = pipeline.run(
                     f"segment-round-{index}",
                     key,
                     lambda index=index: stages.segment_round_outputs(config, tracker, parent, index, translated, folders),
@@ -265,4 +276,6 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
         stage_table = pipeline.table()
         parent.log_text(stage_table.markdown(), "stages.md")
     table = Path(final["table"]) if final.get("table") else None
-    return PipelineResult(config.stage_dir("evaluation"), table.read_text() if table and table.is_file() else None, stage_table)
+    return PipelineResult(
+        config.stage_dir("evaluation"), table.read_text() if table and table.is_file() else None, stage_table, parent.run_id, tracker.ui_hint()
+    )

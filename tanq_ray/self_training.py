@@ -96,9 +96,11 @@ def reference_cases(config: Config, row: str, train_dir: Path, train_labels_dir:
     return [TrainingCase(r.case_id, r.image, r.label) for r in rois if r.label is not None]
 
 
-def multi_view_cases(translated: Sequence[TranslatedCase]) -> list[TrainingCase]:
-    """Pseudo-hrT2 training cases ``<case>__<view>``, grouped by source case so views share a fold."""
-    return [TrainingCase(f"{c.case_id}{VIEW_SEPARATOR}{c.view}", c.image, c.label, group=c.case_id) for c in translated]
+def multi_view_cases(translated: Sequence[TranslatedCase], views: Sequence[str]) -> list[TrainingCase]:
+    """Pseudo-hrT2 training cases ``<case>__<view>`` of ``views``, grouped by source case so views share a fold."""
+    return [
+        TrainingCase(f"{c.case_id}{VIEW_SEPARATOR}{c.view}", c.image, c.label, group=c.case_id) for c in translated if c.view in views
+    ]
 
 
 def pseudo_labelled_cases(previous: Segmenter, config: Config, index: int, unlabelled: Sequence[RoiCase]) -> list[TrainingCase]:
@@ -135,6 +137,8 @@ def train_and_score(
     return RowResult(segmenter, len(cases), evaluation, predictions)
 
 
-def round_name(index: int) -> str:
-    """How tables name a round: ``multi-view (no self-training)``, ``self-training round 1``, ..."""
-    return "multi-view (no self-training)" if index == 0 else f"self-training round {index}"
+def round_name(index: int, views: Sequence[str] = ("tanq", "cyclegan")) -> str:
+    """How tables name a round: ``multi-view (no self-training)`` (``tanq view ...`` for one view), ``self-training round 1``, ..."""
+    if index > 0:
+        return f"self-training round {index}"
+    return ("multi-view" if len(views) > 1 else f"{views[0]} view") + " (no self-training)"

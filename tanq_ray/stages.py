@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import ray
 
+from tanq_ray import console, progress_board
 from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config
 from tanq_ray.data.ingest import IngestResult, run_ingest
@@ -41,7 +42,7 @@ from tanq_ray.self_training import (
 )
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.export import GENERATOR_FILE
-from tanq_ray.train.launcher import TrainResult, launch_training, model_tags
+from tanq_ray.train.launcher import TrainResult, launch_training, model_tags, translator_params
 from tanq_ray.translate import TranslatedCase, TranslateResult, translate_cohort
 from tanq_ray.visuals import save_png
 
@@ -71,10 +72,16 @@ class DataFolders:
 def phantom_stage(config: Config, tracker: Tracker, parent: RunHandle) -> Cohort:
     """Generate the phantom cohort (``phantom.*`` settings) under ``<output_dir>/phantom``."""
     settings = config.phantom
-    with tracker.stage("phantom", parent) as run:
+    with tracker.stage("phantom", parent, params=config.section_params("phantom")) as run:
         cohort = generate_cohort(
-            config.stage_dir("phantom"), cases=settings.cases, eval_cases=settings.eval_cases, size=settings.size, seed=settings.seed, progress=True
+            config.stage_dir("phantom"),
+            cases=settings.cases,
+            eval_cases=settings.eval_cases,
+            size=settings.size,
+            seed=settings.seed,
+            progress=lambda done, total, _: progress_board.post("phantom", f"{done}/{total} volumes"),
         )
+        progress_board.clear("phantom")
         run.log_metrics(
             {
                 "cases_labelled": len(cohort.labelled_cases),
@@ -97,11 +104,11 @@ def data_folders(config: Config, tracker: Tracker, parent: RunHandle) -> DataFol
 
 def ingest_stage(config: Config, tracker: Tracker, parent: RunHandle, folders: DataFolders | None = None) -> IngestResult:
     """NIfTI -> Parquet shards under ``<output_dir>/ingest``; logs counts, timings and a sample grid."""
+    ensure_ray(config)
     folders = folders or data_folders(config, tracker, parent)
     out_dir = config.stage_dir("ingest")
-    with tracker.stage("ingest", parent) as run:
-        ensure_ray(config)
-        result = run_ingest(folders.train_dir, out_dir, config.ingest)
+    with tracker.stage("ingest", parent, params=config.section_params("data", "ingest")) as run:
+        result = run_ingest(folders.train_dir, out_dir, config.ingest, progress=console.active() is None)
         counts = result.manifest.counts()
         run.log_metrics(
             counts
@@ -122,7 +129,7 @@ def ingest_stage(config: Config, tracker: Tracker, parent: RunHandle, folders: D
 def train_stage(config: Config, tracker: Tracker, parent: RunHandle) -> TrainResult:
     """Train ``train.model`` on the ingest shards with Ray Train; its MLflow run gets per-epoch metrics."""
     name = config.train.model
-    with tracker.stage("train", parent, tags=model_tags(config), name=f"train-{name}") as run:
+    with tracker.stage("train", parent, tags=model_tags(config), name=f"train-{name}", params=translator_params(config)) as run:
         ensure_ray(config)
         result = launch_training(config, run.run_id, tracker.uri)
         run.log_artifact(result.generator, "model")
@@ -167,7 +174,8 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle, pipel
         running: dict[str, tuple[RunHandle, Any]] = {}
         for model in todo if together else []:
             pipeline.prepare(f"train-{model}", keys[model], work_dirs[model])
-            run = stack.enter_context(tracker.stage("train", parent, tags=model_tags(configs[model]), name=f"train-{model}"))
+            stage = tracker.stage("train", parent, tags=model_tags(configs[model]), name=f"train-{model}", params=translator_params(configs[model]))
+            run = stack.enter_context(stage)
             running[model] = (run, _train_remote.remote(configs[model].model_dump(mode="json"), run.run_id, tracker.uri))
 
         def body(model: str) -> Callable[[], dict[str, str]]:
@@ -196,7 +204,7 @@ def translate_stage(
 
     Logs throughput and ``translation.png`` (:func:`translation_picture`).
     """
-    with tracker.stage("translate", parent) as run:
+    with tracker.stage("translate", parent, params=config.section_params("ingest")) as run:
         ensure_ray(config)
         result = translate_cohort(config.stage_dir("ingest"), generators, config.stage_dir("translate"), use_gpu=config.train.use_gpu or None)
         run.log_metrics(
@@ -241,9 +249,10 @@ def segment_round_stage(
     config: Config, tracker: Tracker, parent: RunHandle, index: int, translated: list[TranslatedCase], folders: DataFolders
 ) -> RowResult:
     """Round ``index`` of nnUNet (0: multi-view pseudo-hrT2; >= 1: self-training), one nested run with a child per fold."""
-    with tracker.stage("segment", parent, tags={"round": index, "row": round_name(index)}, name=f"segment-round-{index}") as run:
+    tags = {"round": index, "row": round_name(index, config.segment.views)}
+    with tracker.stage("segment", parent, tags=tags, name=f"segment-round-{index}", params=config.section_params("segment")) as run:
         ensure_ray(config)
-        cases = multi_view_cases(translated)
+        cases = multi_view_cases(translated, config.segment.views)
         if index > 0:
             previous = load_segmenter(round_dir(config, index - 1))
             cases += pseudo_labelled_cases(previous, config, index, hrT2_rois(config, "hrT2", folders.train_dir))
@@ -253,7 +262,7 @@ def segment_round_stage(
 
 def reference_row_stage(config: Config, tracker: Tracker, parent: RunHandle, row: str, folders: DataFolders) -> RowResult:
     """A reference row (source-only or target-supervised): its own nnUNet with the same schedule, one nested run."""
-    with tracker.stage("segment", parent, tags={"row": row}, name=f"segment-{row}") as run:
+    with tracker.stage("segment", parent, tags={"row": row}, name=f"segment-{row}", params=config.section_params("segment")) as run:
         ensure_ray(config)
         cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
         result = _train_row(config, tracker, run, reference_dir(config, row), cases, folders)
@@ -312,7 +321,7 @@ def evaluate_stage(
     """
     out = config.stage_dir("evaluation")
     labels_dir = folders.eval_labels_dir
-    with tracker.stage("evaluate", parent) as run:
+    with tracker.stage("evaluate", parent, params=config.section_params("data")) as run:
         scored = {name: row["per_case"] for name, row in rows.items() if row.get("per_case")}
         if not scored or labels_dir is None:
             log.warning("no row was scored (no data.eval_labels_dir): the evaluation table is empty")
@@ -326,6 +335,7 @@ def evaluate_stage(
         run.log_metrics({k: v for k, v in final.summary.items() if isinstance(v, (int, float))})
         for path in (markdown, comma_separated, final.per_case_path, final.summary_path):
             run.log_artifact(path)
+        parent.log_artifact(markdown)  # the table where the pipeline's run is opened
         predictions = {name: Path(rows[name]["eval_predictions"]) / ROI_FOLDER for name in scored}
         for picture in prediction_pictures(config, folders, predictions, out):
             run.log_artifact(picture)

@@ -1,8 +1,13 @@
 """MLflow tracking: one parent run per invocation, one nested run per stage.
 
-Every run carries the tag ``stage`` (``invocation`` for the parent) and the
-flattened config as params, so the MLflow UI's compare view lines runs up by
-the same names. The parent also stores the resolved config as ``config.yaml``.
+Every run carries the tag ``stage`` (``invocation`` for the parent). The
+parent logs the whole flattened config as params and stores it as
+``config.yaml``; a stage run logs only the sections it reads
+(:meth:`~tanq_ray.config.Config.section_params`), so the MLflow UI's compare
+view of two stage runs shows exactly the settings that differ. The parent
+also carries the source tags (entry point, git commit when the package is a
+checkout), and the experiment is marked as model training
+(``mlflow.experimentKind``), so the UI opens it on runs, not on GenAI traces.
 A run whose body raises is marked FAILED (KILLED on Ctrl-C or SIGTERM: the
 CLI turns SIGTERM into :class:`KeyboardInterrupt`, and a local Ray node's own
 SIGTERM handler exits with :class:`SystemExit`) and the error is re-raised;
@@ -19,6 +24,7 @@ run, so the same handle works in a Ray task or a Ray Train worker.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import time
 from contextlib import contextmanager
@@ -33,6 +39,8 @@ from mlflow.exceptions import MlflowException
 from tanq_ray.config import Config, dump_config
 
 MAX_BATCH = 100  # MLflow's limit on params per log_batch call
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+"""The MLflow 3 UI opens an experiment without this tag as a GenAI one (traces, evaluations)."""
 
 
 def tracking_uri(config: Config) -> str:
@@ -83,6 +91,32 @@ def _param_text(value: Any) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
+def source_tags(command: str) -> dict[str, str]:
+    """MLflow's source tags of a command: its entry point, and the git commit when the package is a git checkout."""
+    tags = {"mlflow.source.name": f"tanq {command}", "mlflow.source.type": "LOCAL", "tanq.version": _version()}
+    commit = _git_commit(Path(__file__).resolve().parents[1])
+    if commit is not None:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tanq-ray")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _git_commit(folder: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 class Tracker:
     """Creates the experiment and the runs of one invocation."""
 
@@ -91,14 +125,19 @@ class Tracker:
         self.uri = tracking_uri(config)
         self.client = MlflowClient(tracking_uri=self.uri)
         experiment = self.client.get_experiment_by_name(config.tracking.experiment)
-        self.experiment_id = (
-            experiment.experiment_id if experiment is not None else self.client.create_experiment(config.tracking.experiment)
-        )
+        if experiment is None:
+            self.experiment_id = self.client.create_experiment(config.tracking.experiment, tags=EXPERIMENT_KIND)
+        else:
+            self.experiment_id = experiment.experiment_id
+            if not set(EXPERIMENT_KIND.items()) <= set(experiment.tags.items()):
+                for key, value in EXPERIMENT_KIND.items():
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
 
     @contextmanager
     def invocation(self, name: str, tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None) -> Iterator[RunHandle]:
         """The parent run of one command (``tanq ingest``, ``tanq pipeline``, ...); ``resume_run_id`` reopens an earlier one."""
-        with self._run(name, {"stage": "invocation", "command": name, **(tags or {})}, resume_run_id) as run:
+        tags = {"stage": "invocation", "command": name, **source_tags(name), **(tags or {})}
+        with self._run(name, tags, resume_run_id, self.config.flat()) as run:
             with tempfile.TemporaryDirectory() as folder:
                 path = Path(folder) / "config.yaml"
                 path.write_text(dump_config(self.config))
@@ -140,19 +179,24 @@ class Tracker:
         tags: Mapping[str, Any] | None = None,
         name: str | None = None,
         resume_run_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
     ) -> Iterator[RunHandle]:
-        """A run nested under ``parent`` with tag ``stage`` (and any extra tags); ``resume_run_id`` reopens an earlier one."""
-        with self._run(name or stage, {"stage": stage, "mlflow.parentRunId": parent.run_id, **(tags or {})}, resume_run_id) as run:
+        """A run nested under ``parent`` with tag ``stage`` (and any extra tags) and ``params`` (the config sections it reads).
+
+        ``resume_run_id`` reopens an earlier run.
+        """
+        tags = {"stage": stage, "mlflow.parentRunId": parent.run_id, **(tags or {})}
+        with self._run(name or stage, tags, resume_run_id, params or {}) as run:
             yield run
 
     @contextmanager
-    def _run(self, name: str, tags: Mapping[str, Any], resume_run_id: str | None = None) -> Iterator[RunHandle]:
+    def _run(self, name: str, tags: Mapping[str, Any], resume_run_id: str | None, params: Mapping[str, Any]) -> Iterator[RunHandle]:
         if resume_run_id is not None and self._reopen(resume_run_id):
             run = RunHandle(self.client, resume_run_id, self.experiment_id)
         else:
             created = self.client.create_run(self.experiment_id, run_name=name, tags={k: str(v) for k, v in tags.items()})
             run = RunHandle(self.client, created.info.run_id, self.experiment_id)
-            run.log_params(self.config.flat())
+            run.log_params(params)
         try:
             yield run
         except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM (ours, or the local Ray node's sys.exit)

@@ -100,3 +100,18 @@ def test_fold_all_needs_exactly_one_configuration() -> None:
         load_config(None, ["segment.folds=all"])  # the default lists 2d and 3d_fullres
     with pytest.raises(ConfigError, match="segment.folds"):
         load_config(None, ["segment.folds=0"])
+
+
+def test_every_shipped_config_file_loads() -> None:
+    from tanq_ray.tune.space import plan_trials
+
+    files = sorted(Path(__file__).resolve().parents[1].glob("configs/**/*.yaml"))
+    assert {f.name for f in files} >= {"tiny.yaml", "paper.yaml", "normalisation.yaml"}
+    for path in files:
+        load_config(path)
+    sweep = load_config(Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "normalisation.yaml")
+    trials = plan_trials(sweep.sweep)
+    assert len(trials) == 6 and {t.row for t in trials} == {"tanq"}
+    assert {(t.overrides["models.tanq.encoder_norm"], t.overrides["models.tanq.decoder_norm"]) for t in trials} == {
+        (e, d) for e in ("in", "rn") for d in ("in", "rn", "rn_rain")
+    }

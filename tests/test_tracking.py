@@ -21,14 +21,17 @@ def runs_by_stage(tracker: Tracker) -> dict[str, list]:
 def test_parent_and_stage_runs(tiny_config: Config, tmp_path: Path) -> None:
     tracker = Tracker(tiny_config)
     with tracker.invocation("ingest") as parent:
-        with tracker.stage("ingest", parent) as stage:
+        with tracker.stage("ingest", parent, params=tiny_config.section_params("ingest")) as stage:
             stage.log_metrics({"volumes": 3}, step=0)
     runs = runs_by_stage(tracker)
     parent_run, stage_run = runs["invocation"][0], runs["ingest"][0]
     assert stage_run.data.tags["mlflow.parentRunId"] == parent_run.info.run_id
     assert parent_run.info.status == stage_run.info.status == "FINISHED"
     assert stage_run.data.params["ingest.image_size"] == "64"
-    assert stage_run.data.params.keys() == parent_run.data.params.keys()
+    assert set(stage_run.data.params) == {k for k in parent_run.data.params if k.startswith("ingest.")}  # only what it reads
+    assert parent_run.data.params.keys() == tiny_config.flat().keys()
+    assert parent_run.data.tags["mlflow.source.name"] == "tanq ingest" and len(parent_run.data.tags["mlflow.source.git.commit"]) == 40
+    assert tracker.client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     local = tracker.client.download_artifacts(parent_run.info.run_id, "config.yaml", str(tmp_path))
     assert yaml.safe_load(Path(local).read_text())["ingest"]["image_size"] == 64
 

@@ -40,6 +40,7 @@ from tanq_ray.data.roi import ROI_SETTINGS, plan_roi
 from tanq_ray.data.shards import Manifest, SkippedVolume, VolumeRecord, write_volume_shards
 from tanq_ray.data.volume import BadVolumeError, check_pair, load_volume
 from tanq_ray.io_utils import write_text_atomic
+from tanq_ray import progress_board
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ def run_ingest(train_dir: str | Path, out_dir: str | Path, settings: IngestConfi
             done, in_flight = ray.wait(in_flight, num_returns=1)
             outcome = ray.get(done[0])
             bar.update(1)
+            progress_board.post("ingest", f"{bar.n}/{len(volumes)} volumes")
             if isinstance(outcome, SkippedVolume):
                 message = f"skipping volume '{outcome.key}': {outcome.file}: {outcome.reason}"
                 if settings.on_bad_volume == "stop":
@@ -173,6 +175,7 @@ def run_ingest(train_dir: str | Path, out_dir: str | Path, settings: IngestConfi
             else:
                 finished[outcome.key] = outcome
                 processed_slices += outcome.n_slices
+    progress_board.clear("ingest")
 
     manifest = Manifest(
         root=root,

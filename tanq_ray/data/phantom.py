@@ -85,11 +85,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import nibabel as nib
 import numpy as np
@@ -372,7 +371,12 @@ def _existing_summary(path: Path) -> dict[str, Any] | None:
 
 
 def generate_cohort(
-    out_dir: str | Path, cases: int = 8, eval_cases: int = 4, size: int = 128, seed: int = 0, progress: bool = False
+    out_dir: str | Path,
+    cases: int = 8,
+    eval_cases: int = 4,
+    size: int = 128,
+    seed: int = 0,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> Cohort:
     """Write a phantom cohort under ``out_dir`` (layout in the module docstring) and return it.
 
@@ -380,6 +384,7 @@ def generate_cohort(
     written with the same arguments (``cohort.json`` is written last), nothing is
     rewritten, so file times (and downstream caches keyed on them) stay valid. Files
     of an earlier, different phantom cohort in the same folder are removed.
+    ``progress(done, total, description)`` is called after each volume.
     """
     if cases < 1 or eval_cases < 0:
         raise ValueError(f"phantom: need cases >= 1 and eval_cases >= 0, got cases={cases}, eval_cases={eval_cases}")
@@ -412,9 +417,8 @@ def generate_cohort(
         if "label" in files:
             _save_nifti(volume.label, volume.affine, root / files["label"])
         records[plan.case_id] = {"role": plan.role, **volume.info, "files": files}
-        if progress:
-            shape = tuple(volume.image.shape)
-            print(f"phantom: {n}/{len(plans)} {plan.case_id} {plan.modality} {shape}", file=sys.stderr, flush=True)
+        if progress is not None:
+            progress(n, len(plans), f"{plan.case_id} {plan.modality} {tuple(volume.image.shape)}")
 
     summary = {
         "generator": "tanq_ray.data.phantom",

@@ -17,19 +17,24 @@ epoch (:mod:`tanq_ray.segment.trainer`).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import ray
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
 from tanq_ray.config import SegmentConfig
+from tanq_ray.progress_board import worker_output
 from tanq_ray.segment.dataset import LABELS
 from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
 from tanq_ray.tracking import RunHandle
 from tanq_ray.tracking_buffer import BackgroundLog
+
+log = logging.getLogger(__name__)
 
 CLASS_NAMES = {value: name for name, value in LABELS.items()}
 
@@ -118,13 +123,27 @@ def _train_fold(
     save_probabilities: bool,
     tracking: tuple[str, str] | None,
 ) -> FoldResult:
-    """Task body: build the trainer, resume from the newest checkpoint, train, validate."""
+    """Task body: build the trainer, resume from the newest checkpoint, train, validate (output to a log file)."""
+    use_spawn()
+    with worker_output(f"nnunet {folders.work_dir.name} {configuration}-{fold}") as progress:
+        return _train_fold_logged(folders, schedule, configuration, fold, device_type, save_probabilities, tracking, progress)
+
+
+def _train_fold_logged(
+    folders: NnUNetFolders,
+    schedule: FoldSchedule,
+    configuration: str,
+    fold: int | str,
+    device_type: str,
+    save_probabilities: bool,
+    tracking: tuple[str, str] | None,
+    progress: Callable[[str], None],
+) -> FoldResult:
+    """:func:`_train_fold` once its output goes to the log; ``progress`` hears of each epoch."""
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     from tanq_ray.segment.trainer import TanqTrainer
-
-    use_spawn()
 
     start = time.perf_counter()
     fold_dir = folders.fold_dir(configuration, fold)
@@ -137,11 +156,11 @@ def _train_fold(
 
     try:
         trainer = TanqTrainer(plans, configuration, fold, dataset_json, torch.device(device_type))
-        trainer.configure(schedule, run)
+        trainer.configure(schedule, run, progress)
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))
         start_epoch = trainer.current_epoch
-        print(f"[segment] fold {configuration}/{fold} started at epoch {start_epoch} of {schedule.epochs}", flush=True)
+        print(f"fold {configuration}/{fold} started at epoch {start_epoch} of {schedule.epochs}", flush=True)
         if run is not None:
             run.log_metrics({"start_epoch": start_epoch}, step=start_epoch)
         if resume_from != final:
@@ -157,13 +176,15 @@ def _train_fold(
     return FoldResult(configuration, fold, True, start_epoch, schedule.epochs, time.perf_counter() - start, dice)
 
 
-def _fold_run(logging: FoldLogging, schedule: FoldSchedule, configuration: str, fold: int | str) -> RunHandle:
+def _fold_run(logging: FoldLogging, schedule: FoldSchedule, row: str, configuration: str, fold: int | str) -> RunHandle:
+    """The fold's MLflow run, named after its row (the work folder: ``round_0``, ``source-only``, ...)."""
     client = MlflowClient(logging.tracking_uri)
     created = client.create_run(
         logging.experiment_id,
-        run_name=f"fold {configuration}/{fold}",
+        run_name=f"{row} fold {configuration}/{fold}",
         tags={
             "stage": "fold",
+            "row": row,
             "configuration": configuration,
             "fold": str(fold),
             "mlflow.parentRunId": logging.parent_run_id,
@@ -207,7 +228,7 @@ def run_folds(
             if is_complete(folders, configuration, fold):
                 dice = _validation_dice(folders, configuration, fold)
                 results.append(FoldResult(configuration, fold, False, settings.epochs, settings.epochs, 0.0, dice))
-                print(f"[segment] fold {configuration}/{fold} already complete, skipping", flush=True)
+                log.info("%s: fold %s/%s already complete, skipping", folders.work_dir.name, configuration, fold)
             else:
                 todo.append((configuration, fold))
 
@@ -216,7 +237,7 @@ def run_folds(
     while todo or pending:
         while todo and (max_parallel is None or len(pending) < max_parallel):
             configuration, fold = todo.pop(0)
-            run = _fold_run(logging, schedule, configuration, fold) if logging else None
+            run = _fold_run(logging, schedule, folders.work_dir.name, configuration, fold) if logging else None
             tracking = (logging.tracking_uri, run.run_id) if logging and run else None
             device = "cuda" if use_gpu else "cpu"
             ref = task.options(**resources, name=f"nnunet_fold_{configuration}_{fold}").remote(
@@ -232,17 +253,16 @@ def run_folds(
             if run is not None:
                 run.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
                 run.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
-            print(f"[segment] fold {configuration}/{fold} FAILED after {time.perf_counter() - submitted:.1f} s", flush=True)
+            log.warning("%s: fold %s/%s failed after %.1f s: %s", folders.work_dir.name, configuration, fold, time.perf_counter() - submitted, failures[-1])
             continue
         results.append(result)
         if run is not None:
             run.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
         validation = result.validation_dice.get("final_val_dice")
-        print(
-            f"[segment] fold {configuration}/{fold} finished in {time.perf_counter() - submitted:.1f} s "
-            f"(from epoch {result.start_epoch}" + (f", validation Dice {validation:.3f})" if validation is not None else ")"),
-            flush=True,
-        )
+        log.info(
+            "%s: fold %s/%s finished in %.1f s (from epoch %d%s)", folders.work_dir.name, configuration, fold,
+            time.perf_counter() - submitted, result.start_epoch, "" if validation is None else f", validation Dice {validation:.3f}",
+        )  # fmt: skip
     if failures:
         raise RuntimeError("nnUNet folds failed:\n  " + "\n  ".join(failures))
     return sorted(results, key=lambda r: (settings.configurations.index(r.configuration), settings.fold_ids.index(r.fold)))

@@ -12,14 +12,19 @@ does nothing.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Sequence
 
 import ray
 
+from tanq_ray import progress_board
 from tanq_ray.io_utils import write_text_atomic
+from tanq_ray.progress_board import worker_output
 from tanq_ray.segment.dataset import DatasetError
 from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
+
+log = logging.getLogger(__name__)
 
 MARKER = "tanq_preprocessed.json"
 PLANNED_FEATURES_KEY = "tanq_planned_features_per_stage"
@@ -50,35 +55,41 @@ def _plan_and_preprocess(folders: NnUNetFolders, dataset_id: int, configurations
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     use_spawn()
-
-    try:
-        verify_dataset_integrity(str(folders.raw_dataset), processes)
-    except (AssertionError, RuntimeError) as err:
-        raise DatasetError(
-            f"nnUNet's integrity check rejected '{folders.raw_dataset}': {err} (its output above names the files)"
-        ) from None
-    extract_fingerprint_dataset(dataset_id, num_processes=processes, clean=True, verbose=False, show_progress_bar=False)
-    plan_experiment_dataset(dataset_id)
-    preprocess_dataset(dataset_id, PLANS_NAME, configurations, [processes] * len(configurations), show_progress_bar=False)
+    with worker_output(f"nnunet-plan {folders.work_dir.name}"):
+        try:
+            verify_dataset_integrity(str(folders.raw_dataset), processes)
+        except (AssertionError, RuntimeError) as err:
+            raise DatasetError(
+                f"nnUNet's integrity check rejected '{folders.raw_dataset}': {err} "
+                f"(its output, in logs/nnunet-plan_{folders.work_dir.name}.log under the output folder, names the files)"
+            ) from None
+        extract_fingerprint_dataset(dataset_id, num_processes=processes, clean=True, verbose=False, show_progress_bar=False)
+        plan_experiment_dataset(dataset_id)
+        preprocess_dataset(dataset_id, PLANS_NAME, configurations, [processes] * len(configurations), show_progress_bar=False)
 
 
 def plan_and_preprocess(
     folders: NnUNetFolders, dataset_id: int, configurations: Sequence[str], use_gpu: bool, processes: int
 ) -> bool:
     """Plan and preprocess the raw dataset in a Ray task unless already done; return True when work was done."""
+    row = folders.work_dir.name
     if is_preprocessed(folders, configurations):
-        print(f"[segment] {folders.dataset}: plans and preprocessed data found, skipping preprocessing", flush=True)
+        log.info("%s: plans and preprocessed data found, skipping preprocessing", row)
         return False
-    print(f"[segment] {folders.dataset}: integrity check, planning and preprocessing {list(configurations)}", flush=True)
+    log.info("%s: integrity check, planning and preprocessing %s", row, list(configurations))
+    progress_board.post(f"nnunet {row}", "planning and preprocessing")
     start = time.perf_counter()
     task = ray.remote(_plan_and_preprocess).options(
         num_cpus=processes, runtime_env=folders.runtime_env(use_gpu, processes), name="nnunet_plan_and_preprocess"
     )
-    ray.get(task.remote(folders, dataset_id, list(configurations), processes))
+    try:
+        ray.get(task.remote(folders, dataset_id, list(configurations), processes))
+    finally:
+        progress_board.clear(f"nnunet {row}")
     write_text_atomic(
         folders.preprocessed_dataset / MARKER, json.dumps(_marker_content(folders, configurations), indent=2)
     )
-    print(f"[segment] {folders.dataset}: preprocessed in {time.perf_counter() - start:.1f} s", flush=True)
+    log.info("%s: preprocessed in %.1f s", row, time.perf_counter() - start)
     return True
 
 

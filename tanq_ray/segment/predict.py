@@ -22,6 +22,7 @@ trainers that live inside the nnunetv2 package.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,9 +30,13 @@ from typing import Sequence
 import numpy as np
 import ray
 
+from tanq_ray import progress_board
 from tanq_ray.io_utils import atomic_path
+from tanq_ray.progress_board import worker_output
 from tanq_ray.segment.folders import NnUNetFolders, use_spawn
 from tanq_ray.segment.segmenter import Segmenter
+
+log = logging.getLogger(__name__)
 
 LABEL_SUFFIX = ".nii.gz"
 PROBABILITIES_SUFFIX = ".npz"
@@ -123,10 +128,18 @@ def _predict_chunk(
     segmenter: Segmenter, jobs: list[tuple[str, Path, Path]], device_type: str, save_probabilities: bool
 ) -> list[float]:
     """Task body: predict each (case_id, image, output) of ``jobs``; return seconds per volume."""
+    use_spawn()
+    with worker_output(f"nnunet-predict {segmenter.folders.work_dir.name}"):
+        return _predict_logged(segmenter, jobs, device_type, save_probabilities)
+
+
+def _predict_logged(
+    segmenter: Segmenter, jobs: list[tuple[str, Path, Path]], device_type: str, save_probabilities: bool
+) -> list[float]:
+    """:func:`_predict_chunk` once its output goes to the log."""
     from batchgenerators.utilities.file_and_folder_operations import load_pickle
     from nnunetv2.postprocessing.remove_connected_components import apply_postprocessing
 
-    use_spawn()
     predictors = _load_predictors(segmenter.folders, segmenter.configurations, segmenter.folds, device_type)
     postprocessing = load_pickle(str(segmenter.postprocessing_file)) if segmenter.postprocessing_file else ([], [])
     postprocessing_functions, postprocessing_kwargs = postprocessing
@@ -145,7 +158,7 @@ def _predict_chunk(
         with atomic_path(output) as tmp:
             writer.write_seg(segmentation.astype(np.uint8), str(tmp), properties)
         seconds.append(time.perf_counter() - start)
-        print(f"[segment] predicted {case_id} in {seconds[-1]:.1f} s", flush=True)
+        print(f"predicted {case_id} in {seconds[-1]:.1f} s", flush=True)
     return seconds
 
 
@@ -188,12 +201,19 @@ def predict_volumes(
         num_cpus=1, num_gpus=1 if use_gpu else 0, runtime_env=segmenter.folders.runtime_env(use_gpu), name="nnunet_predict"
     )
     chunks = [jobs[i : i + chunk_size] for i in range(0, len(jobs), chunk_size)]
-    print(f"[segment] predicting {len(jobs)} volumes in {len(chunks)} Ray task(s) of up to {chunk_size}", flush=True)
+    row = segmenter.folders.work_dir.name
+    log.info("%s: predicting %d volumes in %d Ray task(s) of up to %d", row, len(jobs), len(chunks), chunk_size)
     start = time.perf_counter()
     pending = [task.remote(segmenter, chunk, "cuda" if use_gpu else "cpu", save_probabilities) for chunk in chunks]
     done = 0
-    while pending:
-        [ref], pending = ray.wait(pending, num_returns=1)
-        done += len(ray.get(ref))
-        print(f"[segment] {done}/{len(jobs)} volumes predicted ({time.perf_counter() - start:.1f} s)", flush=True)
+    progress_key = f"predict {row}"
+    progress_board.post(progress_key, f"0/{len(jobs)} volumes")
+    try:
+        while pending:
+            [ref], pending = ray.wait(pending, num_returns=1)
+            done += len(ray.get(ref))
+            progress_board.post(progress_key, f"{done}/{len(jobs)} volumes")
+            log.info("%s: %d/%d volumes predicted (%.1f s)", row, done, len(jobs), time.perf_counter() - start)
+    finally:
+        progress_board.clear(progress_key)
     return outputs

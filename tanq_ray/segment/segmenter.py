@@ -10,6 +10,7 @@ train the selection saved in ``<work_dir>/segmenter.json`` is reused.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, da
 from tanq_ray.segment.folds import FoldLogging, FoldResult, run_folds
 from tanq_ray.segment.planning import plan_and_preprocess, set_network_width
 from tanq_ray.segment.selection import Selection, select_model
+
+log = logging.getLogger(__name__)
 
 SEGMENTER_FILE = "segmenter.json"
 MAX_POOL_PROCESSES = 8  # nnUNet's default pool size for 2d preprocessing
@@ -138,7 +141,7 @@ def train_segmenter(
     cross_validated = settings.folds != "all"
     splits = fold_splits(cases, settings.folds) if cross_validated else None  # fails early when there are too few subjects
     if write_raw_dataset(folders, cases):
-        print(f"[segment] wrote {len(cases)} training cases to '{folders.raw_dataset}'", flush=True)
+        log.info("%s: wrote %d training cases to '%s'", work_dir.name, len(cases), folders.raw_dataset)
     plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, _pool_size())
     set_network_width(folders, settings.configurations, settings.network_width)
     if splits is not None:
@@ -163,5 +166,5 @@ def train_segmenter(
         fold_results=fold_results,
     )
     segmenter.save()
-    print(f"[segment] segmenter ready in {time.perf_counter() - start:.1f} s: {segmenter.configurations}", flush=True)
+    log.info("%s: segmenter ready in %.1f s: %s", work_dir.name, time.perf_counter() - start, segmenter.configurations)
     return segmenter

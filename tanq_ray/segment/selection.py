@@ -11,6 +11,7 @@ cover the cases the split held out (:func:`tanq_ray.segment.dataset.fold_splits`
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,10 @@ from typing import Sequence
 
 import ray
 
+from tanq_ray.progress_board import worker_output
 from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, use_spawn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,14 @@ class Selection:
 
 def _find_best(folders: NnUNetFolders, configurations: list[str], folds: int, processes: int) -> Selection:
     """Task body: run ``find_best_configuration`` and read its answer."""
-    from nnunetv2.evaluation.find_best_configuration import find_best_configuration
-
     use_spawn()
+    with worker_output(f"nnunet-select {folders.work_dir.name}"):
+        return _find_best_logged(folders, configurations, folds, processes)
+
+
+def _find_best_logged(folders: NnUNetFolders, configurations: list[str], folds: int, processes: int) -> Selection:
+    """:func:`_find_best` once its output goes to the log."""
+    from nnunetv2.evaluation.find_best_configuration import find_best_configuration
 
     models = [{"plans": PLANS_NAME, "configuration": c, "trainer": TRAINER_NAME} for c in configurations]
     info = find_best_configuration(
@@ -68,9 +77,8 @@ def select_model(
         num_cpus=processes, runtime_env=folders.runtime_env(use_gpu), name="nnunet_find_best_configuration"
     )
     selection = ray.get(task.remote(folders, list(configurations), folds, processes))
-    print(
-        f"[segment] selected {' + '.join(selection.configurations)} (cross-validation Dice "
-        f"{selection.cv_dice_selected:.3f} after postprocessing) in {time.perf_counter() - start:.1f} s",
-        flush=True,
-    )
+    log.info(
+        "%s: selected %s (cross-validation Dice %.3f after postprocessing) in %.1f s", folders.work_dir.name,
+        " + ".join(selection.configurations), selection.cv_dice_selected, time.perf_counter() - start,
+    )  # fmt: skip
     return selection

@@ -38,6 +38,7 @@ Importing this module imports nnunetv2: only nnUNet tasks do (see
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
@@ -88,10 +89,13 @@ class TanqTrainer(nnUNetTrainer):
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
         self.run: BackgroundLog | None = None
+        self.progress: Callable[[str], None] | None = None
         self.class_names = {value: name for name, value in dataset_json["labels"].items()}
 
-    def configure(self, schedule: FoldSchedule, run: BackgroundLog | None = None) -> None:
-        """Apply ``schedule`` and log to ``run``; call once, before :meth:`initialize`."""
+    def configure(
+        self, schedule: FoldSchedule, run: BackgroundLog | None = None, progress: Callable[[str], None] | None = None
+    ) -> None:
+        """Apply ``schedule``, log to ``run`` and tell ``progress`` each epoch; call once, before :meth:`initialize`."""
         if self.was_initialized:
             raise RuntimeError("TanqTrainer.configure must be called before initialize()")
         self.num_epochs = schedule.epochs
@@ -104,6 +108,7 @@ class TanqTrainer(nnUNetTrainer):
         self.save_every = checkpoint_interval(schedule.epochs)
         self.logger = SparseProgressLogger(self.logger, self.save_every, schedule.epochs)
         self.run = run
+        self.progress = progress
 
     def configure_optimizers(self):
         if self.optimizer_name == "adamw":
@@ -135,6 +140,8 @@ class TanqTrainer(nnUNetTrainer):
         super().on_epoch_end()
         if self.run is not None:
             self.run.log_metrics(self.epoch_metrics(epoch), step=epoch)
+        if self.progress is not None:
+            self.progress(f"epoch {epoch + 1}/{self.num_epochs}")
 
     def epoch_metrics(self, epoch: int) -> dict[str, float]:
         """The metrics of one finished epoch, with the same names in every fold and configuration."""

@@ -47,6 +47,11 @@ def model_tags(config: Config) -> dict[str, str]:
     }
 
 
+def translator_params(config: Config) -> dict[str, Any]:
+    """The settings a translator's training reads (its run's params): the slices, the training loop, its model section."""
+    return config.section_params("ingest", "train", f"models.{config.train.model}")
+
+
 def check_resources(config: Config) -> None:
     """Refuse a worker group the cluster can never hold (it would wait forever)."""
     import ray

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections import defaultdict, deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import ray.train
@@ -31,6 +31,7 @@ from tanq_ray.data.augment import random_crop
 from tanq_ray.data.readers import SliceCollate
 from tanq_ray.models.base import Batch, TranslatorModel
 from tanq_ray.models.registry import build_model
+from tanq_ray.progress_board import worker_output
 from tanq_ray.train.distributed import average_gradients
 from tanq_ray.train.export import export_generator
 from tanq_ray.train.progress import EpochLog
@@ -106,7 +107,18 @@ def _run_epoch(
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``loop_config`` holds the resolved config and where to log (see launcher)."""
+    """Ray Train entry point; ``loop_config`` holds the resolved config and where to log (see launcher).
+
+    The worker's output goes to ``logs/train-<model>[-rank<r>].log`` under a
+    quiet console; rank 0 posts the epoch to the progress display.
+    """
+    name = loop_config["config"]["train"]["model"]
+    rank = ray.train.get_context().get_world_rank()
+    with worker_output(f"train-{name}" + (f"-rank{rank}" if rank else "")) as progress:
+        _train(loop_config, progress)
+
+
+def _train(loop_config: dict[str, Any], progress: Callable[[str], None]) -> None:
     config = Config.model_validate(loop_config["config"])
     name = config.train.model
     model_config = getattr(config.models, name)
@@ -126,6 +138,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     source, target = ray.train.get_dataset_shard("source"), ray.train.get_dataset_shard("target")
     epochs = model_config.epochs
     for epoch in range(start_epoch, epochs):
+        if rank == 0:
+            progress(f"epoch {epoch + 1}/{epochs}")
         lr = model.set_epoch(epoch)
         started = time.perf_counter()
         crops = torch.Generator().manual_seed(int(np.random.SeedSequence([config.train.seed, rank, epoch]).generate_state(1)[0]))

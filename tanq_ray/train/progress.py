@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ from tanq_ray.tracking import RunHandle
 from tanq_ray.tracking_buffer import BackgroundLog
 from tanq_ray.visuals import save_png
 
+log = logging.getLogger(__name__)
+
 
 class EpochLog:
-    """Logs to the run ``loop_config["run_id"]`` at ``loop_config["tracking_uri"]``; prints one line per epoch.
+    """Logs to the run ``loop_config["run_id"]`` at ``loop_config["tracking_uri"]``; one log line per epoch.
 
     Records go through a :class:`~tanq_ray.tracking_buffer.BackgroundLog`, so a
     tracking outage delays them instead of stopping training; :meth:`close`
@@ -34,16 +37,15 @@ class EpochLog:
             self.run.close()
 
     def resumed(self, start_epoch: int) -> None:
-        print(f"[{self.model.name}] resuming from the checkpoint of epoch {start_epoch - 1}", flush=True)
+        log.info("[%s] resuming from the checkpoint of epoch %d", self.model.name, start_epoch - 1)
 
     def epoch(self, epoch: int, metrics: dict[str, float], sample: Batch, draw: bool) -> None:
-        """Print the epoch, log its metrics, and with ``draw`` its pictures (``sample``: the epoch's last batch)."""
+        """Write the epoch to the worker's log, its metrics to MLflow, and with ``draw`` its pictures (``sample``: the epoch's last batch)."""
         losses = " ".join(f"{k[5:]}={v:.3f}" for k, v in metrics.items() if k.startswith("loss_"))
-        print(
-            f"[{self.model.name}] epoch {epoch}: {losses} | {metrics['slices_per_second']:.1f} slices/s, "
-            f"stall {100 * metrics['stall_fraction']:.0f} %",
-            flush=True,
-        )
+        log.info(
+            "[%s] epoch %d: %s | %.1f slices/s, stall %.0f %%", self.model.name, epoch, losses,
+            metrics["slices_per_second"], 100 * metrics["stall_fraction"],
+        )  # fmt: skip
         if self.run is None:
             return
         self.run.log_metrics({key: value for key, value in metrics.items() if key != "epoch"}, step=epoch)

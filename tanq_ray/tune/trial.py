@@ -25,7 +25,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from tanq_ray.config import Config
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tracking import RunHandle, Tracker
-from tanq_ray.train.launcher import launch_training, model_tags
+from tanq_ray.train.launcher import launch_training, model_tags, translator_params
 from tanq_ray.segment import FoldLogging
 from tanq_ray.tune.downstream import downstream_scores_outside_trial
 from tanq_ray.tune.scoring import score_translator
@@ -69,7 +69,8 @@ def run_trial(params: dict[str, Any]) -> None:
     tracker = Tracker(config)
     parent = RunHandle(tracker.client, params["sweep_run_id"], tracker.experiment_id)
     tags = trial_tags(config, trial, base.sweep.name)
-    with tracker.stage("trial", parent, tags=tags, name=trial.name, resume_run_id=record.get("run_id")) as run:
+    params = translator_params(config) | (config.section_params("segment") if base.sweep.downstream else {})
+    with tracker.stage("trial", parent, tags=tags, name=trial.name, resume_run_id=record.get("run_id"), params=params) as run:
         record["run_id"] = run.run_id
         _write_record(folder, record)
         result = launch_training(config, run.run_id, tracker.uri, run_dir=folder, callbacks=[TuneReportCallback()])
