@@ -92,3 +92,11 @@ def test_every_subcommand_has_a_description_and_an_example(capsys: pytest.Captur
         main(["--help"])
     overview = capsys.readouterr().out
     assert "``" not in overview and "quick start" in overview
+
+
+def test_every_stage_command_has_a_ray_job_entrypoint() -> None:
+    from tanq_ray.cli import WRITES_OUTPUT_DIR
+
+    jobs = Path(__file__).resolve().parents[1] / "jobs"
+    for command in WRITES_OUTPUT_DIR:
+        assert f'main(["{command}", *sys.argv[1:]])' in (jobs / f"{command}.py").read_text(), command
