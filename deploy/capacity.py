@@ -6,7 +6,7 @@
 The work comes from the config (epochs, batch, nnUNet configurations x folds,
 self-training rounds) and the cohort: CrossMoDA 2022, 210 labelled ceT1 + 210
 hrT2 training volumes and 64 validation hrT2 (PAPER.md, section 5), at about
-120 axial slices per volume after resampling to 1.5 mm (README, design notes).
+120 axial slices per volume after resampling to 1.5 mm (docs/design.md).
 Each time per unit says where it comes from (:data:`UNIT_TIMES`): measured on
 the 2-core development CPU, quoted from the paper (RTX 3090), or derived.
 With ``--measured`` the translators' training steps and slices come from

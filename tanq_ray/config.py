@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 
 class DataConfig(StrictModel):
-    """Where the CrossMoDA-layout input lives (see README, "Data layout")."""
+    """Where the CrossMoDA-layout input lives (see README, "Your own CrossMoDA data")."""
 
     train_dir: Path | None = Field(
         None, description="ceT1 + Label + hrT2 training folder; unset = generate the phantom cohort"
@@ -185,7 +185,7 @@ class SegmentConfig(StrictModel):
 
 
 class SweepConfig(StrictModel):
-    """A Ray Tune sweep over translator configurations (``tanq sweep``; README, "Sweeps").
+    """A Ray Tune sweep over translator configurations (``tanq sweep``; docs/usage.md, "tanq sweep").
 
     Trials = ``rows`` x every combination of ``grid`` x ``num_samples`` draws of
     ``random``. Axis keys are dotted config keys; an axis under

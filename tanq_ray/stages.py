@@ -2,7 +2,7 @@
 
 The CLI runs one stage inside its own invocation run; the pipeline runs
 several inside one. Stages talk to each other only through files under
-``config.output_dir`` (see README, "Outputs").
+``config.output_dir`` (see docs/usage.md, one section per command).
 """
 
 from __future__ import annotations

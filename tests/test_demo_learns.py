@@ -4,7 +4,7 @@ Each cohort runs ``configs/tiny.yaml`` once: the demo's (seed 0, size 96) and
 another seed and size (seed 7, size 128), so the settings are not tuned to
 one cohort. Two sets of floors on the evaluation hrT2 (mean over cases):
 
-- what the demo reaches today (README, "Pipeline"), a little under the
+- what the demo reaches today (docs/performance.md, "Pipeline"), a little under the
   measured values: the segmenter learns the VS and cochlea from real hrT2,
   nnUNet trained on pseudo-hrT2 finds the VS on real hrT2 where the
   ceT1-trained one does not, and after self-training it still does (one
