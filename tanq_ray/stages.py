@@ -44,6 +44,7 @@ from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.export import GENERATOR_FILE
 from tanq_ray.train.launcher import TrainResult, launch_training, model_tags, translator_params
 from tanq_ray.translate import TranslatedCase, TranslateResult, translate_cohort
+from tanq_ray.tune.scoring import score_translator
 from tanq_ray.visuals import save_png
 
 TRANSLATORS = ("tanq", "cyclegan")
@@ -133,7 +134,13 @@ def train_stage(config: Config, tracker: Tracker, parent: RunHandle) -> TrainRes
         ensure_ray(config)
         result = launch_training(config, run.run_id, tracker.uri)
         run.log_artifact(result.generator, "model")
+        run.log_metrics(translation_scores(config, result.generator))
     return result
+
+
+def translation_scores(config: Config, generator: Path) -> dict[str, float]:
+    """The quality metrics every translator run logs, as sweep trials do (structure score; see tanq_ray.tune.scoring)."""
+    return score_translator(Path(generator), config.stage_dir("ingest"), config.sweep.score_slices)
 
 
 def ingest_outputs(config: Config, tracker: Tracker, parent: RunHandle) -> dict[str, str | None]:
@@ -185,6 +192,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle, pipel
                 run, pending = running[model]
                 generator = ray.get(pending)
                 run.log_artifact(generator, "model")
+                run.log_metrics(translation_scores(configs[model], generator))
                 return {"generator": generator}
 
             return train

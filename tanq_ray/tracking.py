@@ -85,6 +85,10 @@ class RunHandle:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def log_image(self, pixels: Any, key: str, step: int) -> None:
+        """An ``(H, W, 3)`` uint8 picture in MLflow's image history: same ``key`` in every run, one entry per ``step``."""
+        self.client.log_image(self.run_id, pixels, key=key, step=step, synchronous=True)
+
 
 def _param_text(value: Any) -> str:
     text = "null" if value is None else str(value)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
 from tanq_ray.tracking import RunHandle
 
 log = logging.getLogger(__name__)
@@ -43,13 +45,23 @@ class _Artifact:
     folder: str | None
 
 
+@dataclass(frozen=True)
+class _Image:
+    pixels: np.ndarray
+    key: str
+    step: int
+
+
+_Record = _Metrics | _Artifact | _Image
+
+
 class BackgroundLog:
     """Queue metrics and artifacts for ``run`` and send them from a daemon thread (see module docstring)."""
 
     def __init__(self, run: RunHandle, retry_seconds: float = 5.0, max_retry_seconds: float = 60.0) -> None:
         self.run = run
         self.retry_seconds, self.max_retry_seconds = retry_seconds, max_retry_seconds
-        self._pending: deque[_Metrics | _Artifact] = deque()
+        self._pending: deque[_Record] = deque()
         self._wake = threading.Condition()
         self._closing = False
         self._copies = Path(tempfile.mkdtemp(prefix="tanq-mlflow-backlog-"))
@@ -75,6 +87,10 @@ class BackgroundLog:
         shutil.copy2(source, target)
         self._queue(_Artifact(target, artifact_path))
 
+    def log_image(self, pixels: np.ndarray, key: str, step: int) -> None:
+        """Queue an ``(H, W, 3)`` uint8 picture under ``key`` at ``step`` (MLflow's image history, compared across runs)."""
+        self._queue(_Image(np.array(pixels, copy=True), key, step))
+
     def close(self, timeout: float = 180.0) -> bool:
         """Wait up to ``timeout`` s for the backlog; True when every record reached MLflow."""
         with self._wake:
@@ -92,14 +108,16 @@ class BackgroundLog:
             shutil.rmtree(self._copies, ignore_errors=True)
         return left == 0
 
-    def _queue(self, record: _Metrics | _Artifact) -> None:
+    def _queue(self, record: _Record) -> None:
         with self._wake:
             self._pending.append(record)
             self._wake.notify_all()
 
-    def _send(self, record: _Metrics | _Artifact) -> None:
+    def _send(self, record: _Record) -> None:
         if isinstance(record, _Metrics):
             self.run.log_metrics(record.values, step=record.step)
+        elif isinstance(record, _Image):
+            self.run.log_image(record.pixels, record.key, record.step)
         else:
             self.run.log_artifact(record.path, record.folder)
             shutil.rmtree(record.path.parent, ignore_errors=True)

@@ -173,4 +173,4 @@ def test_jobs_on_a_two_node_cluster_log_to_an_mlflow_server(cluster: Cluster) ->
     train = runs["train"]
     assert train.info.status == "FINISHED" and train.data.tags["model"] == "cyclegan"
     assert [m.step for m in client.get_metric_history(train.info.run_id, "loss_cycle_A")] == [0, 1]
-    assert {a.path for a in client.list_artifacts(train.info.run_id)} >= {"model", "samples"}
+    assert {a.path for a in client.list_artifacts(train.info.run_id)} >= {"model", "images"}

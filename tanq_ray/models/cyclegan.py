@@ -54,8 +54,10 @@ class CycleGANModel(TranslatorModel):
     def step(self, batch: Batch) -> dict[str, float]:
         """Both generators, then both discriminators; returns the losses by name.
 
-        ``G_A``, ``G_B`` (adversarial), ``cycle_A``, ``cycle_B``, ``idt_A``,
-        ``idt_B`` (weighted), ``G`` (their sum), ``D_A``, ``D_B``.
+        ``G_adv`` and ``D`` (the ceT1 -> hrT2 direction, the names every
+        translator uses), ``G_adv_reverse`` and ``D_reverse`` (hrT2 -> ceT1),
+        ``cycle_A``, ``cycle_B``, ``idt_A``, ``idt_B`` (weighted), ``G`` (the
+        generators' total).
         """
         self._train_mode()
         c = self.config
@@ -69,8 +71,8 @@ class CycleGANModel(TranslatorModel):
         rec_a, rec_b = self.G_B(fake_b), self.G_A(fake_a)
 
         losses = {
-            "G_A": generator_adversarial_loss(self.D_A, fake_b),
-            "G_B": generator_adversarial_loss(self.D_B, fake_a),
+            "G_adv": generator_adversarial_loss(self.D_A, fake_b),
+            "G_adv_reverse": generator_adversarial_loss(self.D_B, fake_a),
             "cycle_A": c.lambda_cycle * l1_loss(rec_a, real_a),  # eq. (11), ||F(G(I_s)) - I_s||
             "cycle_B": c.lambda_cycle * l1_loss(rec_b, real_b),  # eq. (11), ||G(F(I_t)) - I_t||
         }
@@ -90,8 +92,8 @@ class CycleGANModel(TranslatorModel):
         self.steps += 1
         return {name: loss.item() for name, loss in losses.items()} | {
             "G": loss_g.item(),
-            "D_A": loss_d_a,
-            "D_B": loss_d_b,
+            "D": loss_d_a,
+            "D_reverse": loss_d_b,
         }
 
     def _generate(self, images: Tensor, masks: Tensor | None) -> Tensor:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -13,7 +11,7 @@ from tanq_ray.models.base import Batch, TranslatorModel
 from tanq_ray.models.visuals import patch_selection_figure, translation_grid
 from tanq_ray.tracking import RunHandle
 from tanq_ray.tracking_buffer import BackgroundLog
-from tanq_ray.visuals import save_png
+from tanq_ray.visuals import with_column_titles
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +51,20 @@ class EpochLog:
             self._pictures(self.run, epoch, sample)
 
     def _pictures(self, run: BackgroundLog, epoch: int, sample: Batch) -> None:
-        """ceT1 | pseudo-hrT2 | real hrT2 grid; for TANQ also where the patches of ``sample``'s step fell (Fig. 5)."""
+        """ceT1 | pseudo-hrT2 | real hrT2 grid; for TANQ also where the patches of ``sample``'s step fell (Fig. 5).
+
+        Logged as MLflow images with step = epoch under the same keys for every
+        translator (``translation``, ``patches``), so the compare view lines them up.
+        """
         source, label, target = sample["source"], sample["source_label"], sample["target"]
         translated = self.model.translate(source, label).cpu()
-        with tempfile.TemporaryDirectory() as folder:
-            grid = translation_grid(source, translated, target, label)
-            run.log_artifact(save_png(grid, Path(folder) / f"translation_epoch{epoch:04d}.png"), "samples")
-            selection = getattr(self.model, "last_selection", None)
-            if selection:
-                image, fractions = patch_selection_figure(source, label, selection)
-                run.log_artifact(save_png(image, Path(folder) / f"patches_epoch{epoch:04d}.png"), "patches")
-                run.log_metrics(
-                    {f"patches_layer{layer}_{key}": value for layer, shares in fractions.items() for key, value in shares.items()},
-                    step=epoch,
-                )
+        grid = translation_grid(source, translated, target, label)
+        run.log_image(with_column_titles(grid, ["ceT1 (VS red, cochlea blue)", f"{self.model.name} pseudo-hrT2", "real hrT2"]), "translation", epoch)
+        selection = getattr(self.model, "last_selection", None)
+        if selection:
+            image, fractions = patch_selection_figure(source, label, selection)
+            run.log_image(with_column_titles(image, [f"NCE layer {layer}" for layer in selection]), "patches", epoch)
+            run.log_metrics(
+                {f"patches_layer{layer}_{key}": value for layer, shares in fractions.items() for key, value in shares.items()},
+                step=epoch,
+            )
