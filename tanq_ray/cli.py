@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -79,12 +80,18 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace, config: Config) -> None:
-    from tanq_ray.stages import ingest_stage
+    from tanq_ray import stage_keys, stage_records
+    from tanq_ray.stages import data_folder_outputs, data_folders, ensure_ray, ingest_stage
     from tanq_ray.tracking import Tracker
 
     tracker = Tracker(config)
+    key = stage_keys.ingest_key(config)  # recorded as the pipeline records it, so `tanq pipeline` adopts the shards
     with tracker.invocation("ingest") as parent:
-        result = ingest_stage(config, tracker, parent)
+        stage_records.start(config, "ingest", key)
+        ensure_ray(config)
+        folders = data_folders(config, tracker, parent)
+        result = ingest_stage(config, tracker, parent, folders)
+        stage_records.finish(config, "ingest", key, data_folder_outputs(folders), result.seconds)
     counts = result.manifest.counts()
     print(
         f"ingest: {counts['volumes_ceT1']} ceT1 + {counts['volumes_hrT2']} hrT2 volumes, "
@@ -95,12 +102,18 @@ def _cmd_ingest(args: argparse.Namespace, config: Config) -> None:
 
 
 def _cmd_train(args: argparse.Namespace, config: Config) -> None:
-    from tanq_ray.stages import train_stage
+    from tanq_ray import stage_keys, stage_records
+    from tanq_ray.stages import train_stage, translator_work_dirs
     from tanq_ray.tracking import Tracker
 
     tracker = Tracker(config)
-    with tracker.invocation("train", tags={"model": config.train.model}) as parent:
+    model = config.train.model
+    name, key = f"train-{model}", stage_keys.train_key(config, model)  # as the pipeline records it, so it adopts the generator
+    with tracker.invocation("train", tags={"model": model}) as parent:
+        started = time.perf_counter()
+        stage_records.start(config, name, key, translator_work_dirs(config, model))
         result = train_stage(config, tracker, parent)
+        stage_records.finish(config, name, key, {"generator": str(result.generator)}, time.perf_counter() - started)
     losses = ", ".join(f"{k[5:]}={v:.3f}" for k, v in result.metrics.items() if k.startswith("loss_"))
     print(f"train {config.train.model}: generator at {result.generator}; last epoch {losses}")
     _print_run(tracker, parent)

@@ -5,31 +5,32 @@ unset) -> train TANQ and train CycleGAN (at once when the cluster holds
 both) -> translate -> two lanes at once: segmentation round 0 (multi-view)
 -> self-training rounds 1..R, beside the reference rows (source-only;
 target-supervised when the training hrT2 have truth) -> evaluate. Each stage has a key: a hash of the config sections
-it reads and the keys of the stages it depends on. A finished stage writes
-``<output_dir>/pipeline/<stage>.json`` with its key and outputs; running the
-pipeline again skips every stage whose key is unchanged, so changing
-``segment.*`` re-runs the segmentation rounds and the evaluation only.
-Settings that change how fast, not what (worker counts, checkpoint and
-picture intervals), are not part of the keys.
+it reads (only the settings that change results, :mod:`tanq_ray.setting_kinds`),
+the contents of the input folders it reads, and the keys of the stages it
+depends on. A finished stage writes ``<output_dir>/pipeline/<stage>.json``
+with its key and outputs; running the pipeline again skips every stage whose
+key is unchanged, so changing ``segment.epochs`` re-runs the segmentation
+rows and the evaluation only, adding evaluation labels re-runs only the
+evaluation, and a setting that changes how fast, not what (worker counts,
+retries, checkpoint and picture intervals, the tracking server), re-runs
+nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
-from tanq_ray import console, stages
+from tanq_ray import console, stage_keys, stage_records, stages
 from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config
-from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tables import Table
+from tanq_ray.setting_kinds import folder_fingerprint
+from tanq_ray.stage_keys import stage_key
 from tanq_ray.self_training import SOURCE_ONLY, TARGET_SUPERVISED, reference_dir, round_dir, round_name
 from tanq_ray.stages import TRANSLATORS
 from tanq_ray.tracking import RunHandle, Tracker
@@ -41,26 +42,11 @@ PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence"}
 ADAPTED_ROW_SETTINGS = {"views"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys."""
 
-SPEED_ONLY = {
-    "train": {"num_workers", "cpus_per_worker", "use_gpu", "bf16", "checkpoint_every", "max_failures", "visual_every"},
-    "segment": {"self_training_rounds"},
-}
-
-
-def _section(config: Config, name: str) -> Any:
-    values = config.model_dump(mode="json")[name]
-    return {k: v for k, v in values.items() if k not in SPEED_ONLY.get(name, set())} if isinstance(values, dict) else values
-
 
 def _file_stamp(path: Path) -> tuple[int, int]:
     """Size and modification time: a generator retrained in place changes the translate key."""
     stat = path.stat()
     return stat.st_size, stat.st_mtime_ns
-
-
-def stage_key(parts: dict[str, Any]) -> str:
-    """A short, stable hash of a stage's inputs."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -84,10 +70,6 @@ class Pipeline:
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Stages of independent lanes run in threads: state changes reach the console one at a time."""
 
-    @property
-    def records(self) -> Path:
-        return self.config.stage_dir("pipeline")
-
     def plan(self, names: list[str]) -> None:
         self.states = [StageState(name) for name in names]
         self._show(None)
@@ -106,24 +88,11 @@ class Pipeline:
 
     def cached(self, name: str, key: str) -> dict[str, Any] | None:
         """The recorded outputs of stage ``name`` when it finished with this ``key``."""
-        path = self.records / f"{name}.json"
-        if not path.is_file():
-            return None
-        record = json.loads(path.read_text())
-        return record["outputs"] if record.get("key") == key and "outputs" in record else None
+        return stage_records.finished_outputs(self.config, name, key)
 
     def prepare(self, name: str, key: str, work_dirs: Sequence[Path] = ()) -> None:
-        """Record that stage ``name`` starts with ``key``; empty its ``work_dirs`` if they hold a run with another key.
-
-        An interrupted run with the same key keeps its folders, so the stage resumes.
-        """
-        path = self.records / f"{name}.json"
-        earlier = json.loads(path.read_text()).get("key") if path.is_file() else None
-        for folder in work_dirs:
-            if folder.exists() and earlier != key:
-                log.info("stage %s: inputs changed, clearing %s", name, folder)
-                shutil.rmtree(folder)
-        write_text_atomic(path, json.dumps({"key": key, "state": "running"}))
+        """Record that stage ``name`` starts with ``key`` (its folders: :func:`tanq_ray.stage_records.start`)."""
+        stage_records.start(self.config, name, key, work_dirs)
 
     def run(self, name: str, key: str, body: Callable[[], dict[str, Any]], work_dirs: Sequence[Path] = ()) -> dict[str, Any]:
         """Outputs of stage ``name``: from its record when ``key`` matches, else by running ``body`` (see :meth:`prepare`)."""
@@ -145,8 +114,7 @@ class Pipeline:
             self._show(state)
             raise
         state.state, state.seconds = "done", time.perf_counter() - started
-        record = {"key": key, "outputs": outputs, "seconds": state.seconds}
-        write_text_atomic(self.records / f"{name}.json", json.dumps(record, indent=1, default=str))
+        stage_records.finish(self.config, name, key, outputs, state.seconds)
         self.parent.set_tags({f"stage.{name}": "ran"})
         self._show(state)
         return outputs
@@ -181,6 +149,11 @@ def run_beside(main: Callable[[], Main], beside: Callable[[], Beside]) -> tuple[
     if "error" in outcome:
         raise outcome["error"]
     return result, outcome["value"]
+
+
+def reference_inputs(row: str, folders: dict[str, str | None]) -> dict[str, Any]:
+    """What a reference row reads beyond the segment settings: the target-supervised row, the training hrT2's truth."""
+    return {"truth": folder_fingerprint(folders.get("train_hrT2_labels_dir"))} if row == TARGET_SUPERVISED else {}
 
 
 def reference_row_names(config: Config) -> list[str]:
@@ -221,8 +194,8 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
         pipeline.plan(names[names.index("translate") :] if from_translate else names)
         ensure_ray(config)
 
-        ingest_key = stage_key({"data": _section(config, "data"), "phantom": _section(config, "phantom"), "ingest": _section(config, "ingest")})
-        train_keys = {m: stage_key({"ingest": ingest_key, "model": config.models.model_dump(mode="json")[m], "train": _section(config, "train")}) for m in TRANSLATORS}
+        ingest_key = stage_keys.ingest_key(config)
+        train_keys = {m: stage_keys.train_key(config, m) for m in TRANSLATORS}
         if from_translate:
             folders = stages.data_folder_outputs(stages.data_folders(config, tracker, parent))
             generators = stages.existing_generators(config)
@@ -233,10 +206,10 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
         translate_key = stage_key({"train": train_keys, "generators": {m: _file_stamp(Path(g)) for m, g in generators.items()}})
         translated = pipeline.run("translate", translate_key, lambda: stages.translate_outputs(config, tracker, parent, generators, folders))
 
-        segment = _section(config, "segment")
+        segment = stage_keys.section(config, "segment")
         pseudo_labelling = {k: segment.pop(k) for k in PSEUDO_LABEL_SETTINGS}
         adapted_only = {k: segment.pop(k) for k in ADAPTED_ROW_SETTINGS}
-        segment_inputs = {"segment": segment, "eval": folders["eval_dir"]}
+        segment_inputs = {"segment": segment, "eval": folder_fingerprint(folders["eval_dir"])}
 
         def adapted_rows() -> tuple[dict[str, dict[str, Any]], str]:
             """Round 0 then each self-training round; returns the rows and the last round's key."""
@@ -254,15 +227,20 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
                     parent.log_metrics({k: v for k, v in outputs["summary"].items() if isinstance(v, (int, float))}, step=index)
             return rows, key
 
+        reference_keys = {
+            row: stage_key({"ingest": ingest_key, "row": row, **segment_inputs} | reference_inputs(row, folders))
+            for row in reference_row_names(config)
+        }
+
         def reference_rows() -> dict[str, dict[str, Any]]:
             return {
                 row: pipeline.run(
                     f"segment-{row}",
-                    stage_key({"ingest": ingest_key, "row": row, **segment_inputs}),
+                    key,
                     lambda row=row: stages.reference_row_outputs(config, tracker, parent, row, folders),
                     work_dirs=[reference_dir(config, row)],
                 )
-                for row in reference_row_names(config)
+                for row, key in reference_keys.items()
             }
 
         # The reference rows need no translation: they train beside the adapted rows, each
@@ -271,7 +249,9 @@ def run_pipeline(config: Config, from_translate: bool = False) -> PipelineResult
         table_rows = {name: references[name] for name in references if name == SOURCE_ONLY} | rows
         table_rows |= {name: references[name] for name in references if name != SOURCE_ONLY}
 
-        evaluate_key = stage_key({"rounds": previous_key, "references": {r: references[r].get("summary") for r in references}})
+        evaluate_key = stage_key(
+            {"rounds": previous_key, "references": reference_keys, "labels": folder_fingerprint(folders["eval_labels_dir"])}
+        )
         final = pipeline.run("evaluate", evaluate_key, lambda: stages.evaluate_outputs(config, tracker, parent, table_rows, folders))
         stage_table = pipeline.table()
         parent.log_text(stage_table.markdown(), "stages.md")

@@ -176,7 +176,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle, pipel
     configs = {m: config.model_copy(update={"train": config.train.model_copy(update={"model": m})}) for m in keys}
     todo = [m for m in keys if pipeline.cached(f"train-{m}", keys[m]) is None]
     together = len(todo) > 1 and concurrent_trials(config, ray.cluster_resources(), len(todo)) >= len(todo)
-    work_dirs = {m: [config.stage_dir("train") / "ray" / m, config.stage_dir("train") / m] for m in keys}
+    work_dirs = {m: translator_work_dirs(config, m) for m in keys}
     with ExitStack() as stack:
         running: dict[str, tuple[RunHandle, Any]] = {}
         for model in todo if together else []:
@@ -198,6 +198,11 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle, pipel
             return train
 
         return {model: pipeline.run(f"train-{model}", keys[model], body(model), work_dirs[model])["generator"] for model in keys}
+
+
+def translator_work_dirs(config: Config, model: str) -> list[Path]:
+    """Where a translator's training writes: Ray Train's storage (checkpoints) and the exported generator."""
+    return [config.stage_dir("train") / "ray" / model, config.stage_dir("train") / model]
 
 
 def translator_paths(config: Config) -> dict[str, Path]:
@@ -330,8 +335,10 @@ def evaluate_stage(
     out = config.stage_dir("evaluation")
     labels_dir = folders.eval_labels_dir
     with tracker.stage("evaluate", parent, params=config.section_params("data")) as run:
-        scored = {name: row["per_case"] for name, row in rows.items() if row.get("per_case")}
-        if not scored or labels_dir is None:
+        predicted = {name: Path(row["eval_predictions"]) for name, row in rows.items() if row.get("eval_predictions")}
+        # scored here, with the labels as they are now: a row trained before labels were added (or fixed) is not retrained
+        scored = {name: evaluate_folder(folder, labels_dir).per_case for name, folder in predicted.items()} if labels_dir else {}
+        if not scored:
             log.warning("no row was scored (no data.eval_labels_dir): the evaluation table is empty")
             return None
         final_row = [name for name in rows if name not in (SOURCE_ONLY, TARGET_SUPERVISED)][-1]
