@@ -22,10 +22,11 @@ import numpy as np
 
 from tanq_ray.data.roi import ROI_INTENSITY_RANGE, roi_array_to_slices
 from tanq_ray.io_utils import atomic_path
-from tanq_ray.visuals import CLASS_COLOURS, label_boundary, to_rgb
+from tanq_ray.labels import COLOURS, DISPLAY_NAMES
+from tanq_ray.visuals import label_boundary, to_rgb
 
 TRUTH_COLOUR = (60, 220, 60)
-STRUCTURES = {"VS": 1, "cochlea": 2}
+STRUCTURES = {name: value for value, name in DISPLAY_NAMES.items()}
 TILE_INCHES = 2.4
 
 
@@ -47,7 +48,7 @@ def overlay(image: np.ndarray, prediction: np.ndarray | None = None, truth: np.n
     if truth is not None:
         rgb[label_boundary(truth > 0)] = TRUTH_COLOUR
     if prediction is not None:
-        for value, colour in CLASS_COLOURS.items():
+        for value, colour in COLOURS.items():
             rgb[label_boundary(prediction == value)] = colour
     return rgb
 

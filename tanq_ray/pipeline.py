@@ -56,7 +56,8 @@ class StageState:
     name: str
     state: str = "pending"  # pending | running | cached | done | failed
     seconds: float = 0.0
-    note: str = ""
+    started: float = 0.0
+    """``time.perf_counter()`` when it started running (two translators start together, before either is waited on)."""
 
 
 @dataclass
@@ -91,8 +92,12 @@ class Pipeline:
         return stage_records.finished_outputs(self.config, name, key)
 
     def prepare(self, name: str, key: str, work_dirs: Sequence[Path] = ()) -> None:
-        """Record that stage ``name`` starts with ``key`` (its folders: :func:`tanq_ray.stage_records.start`)."""
+        """Record that stage ``name`` starts with ``key`` (its folders: :func:`tanq_ray.stage_records.start`); show it running."""
         stage_records.start(self.config, name, key, work_dirs)
+        state = self._state(name)
+        if state.state != "running":
+            state.state, state.started = "running", time.perf_counter()
+            self._show(state)
 
     def run(self, name: str, key: str, body: Callable[[], dict[str, Any]], work_dirs: Sequence[Path] = ()) -> dict[str, Any]:
         """Outputs of stage ``name``: from its record when ``key`` matches, else by running ``body`` (see :meth:`prepare`)."""
@@ -104,16 +109,13 @@ class Pipeline:
             self._show(state)
             return outputs
         self.prepare(name, key, work_dirs)
-        state.state = "running"
-        self._show(state)
-        started = time.perf_counter()
         try:
             outputs = body()
         except BaseException:
-            state.state, state.seconds = "failed", time.perf_counter() - started
+            state.state, state.seconds = "failed", time.perf_counter() - state.started
             self._show(state)
             raise
-        state.state, state.seconds = "done", time.perf_counter() - started
+        state.state, state.seconds = "done", time.perf_counter() - state.started
         stage_records.finish(self.config, name, key, outputs, state.seconds)
         self.parent.set_tags({f"stage.{name}": "ran"})
         self._show(state)

@@ -1,6 +1,6 @@
 """Small numpy renderers for PNG figures: grey images, label contours, grids.
 
-Colours follow the paper's figures: VS red, cochlea sky-blue.
+Contours take each structure's colour from :mod:`tanq_ray.labels`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from tanq_ray.io_utils import atomic_path
+from tanq_ray.labels import COLOURS
 
-CLASS_COLOURS: dict[int, tuple[int, int, int]] = {1: (230, 40, 40), 2: (80, 200, 255)}
 
 
 def to_rgb(image: np.ndarray, window: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -35,7 +35,7 @@ def label_boundary(mask: np.ndarray) -> np.ndarray:
 def draw_contours(rgb: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Copy of (H, W, 3) ``rgb`` with the outline of each labelled class painted in its colour."""
     out = rgb.copy()
-    for value, colour in CLASS_COLOURS.items():
+    for value, colour in COLOURS.items():
         out[label_boundary(np.asarray(label) == value)] = colour
     return out
 

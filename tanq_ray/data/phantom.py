@@ -95,6 +95,7 @@ import numpy as np
 
 from tanq_ray.data.phantom_anatomy import F32, TISSUES, HeadGrid, Labels, Subject, build, rotation, sample_subject
 from tanq_ray.io_utils import atomic_path, write_text_atomic
+from tanq_ray.labels import COCHLEA, VS
 
 VERSION = 3
 SUMMARY_NAME = "cohort.json"
@@ -321,20 +322,20 @@ def render_case(
 
 
 def _rasterise(label: np.ndarray, labels: Labels, grid: HeadGrid, subject: Subject) -> None:
-    """VS = 1, cochlea = 2 (cochlea wins); a structure missing every voxel centre marks its nearest voxel."""
+    """VS, then the cochleae over it (:mod:`tanq_ray.labels`); a structure missing every voxel centre marks its nearest voxel."""
     T = subject.tumour
     mirror = np.array([T.sign, 1.0, 1.0])
     if labels.vs is not None and labels.vs[1].any():
-        label[labels.vs[0]][labels.vs[1]] = 1
+        label[labels.vs[0]][labels.vs[1]] = VS
     else:
         ear = subject.ears[T.side]
-        _mark_nearest(label, grid, (ear.porus + ear.iac_dir * 0.5 * (T.canal[0] + T.canal[1])) * mirror, 1)
+        _mark_nearest(label, grid, (ear.porus + ear.iac_dir * 0.5 * (T.canal[0] + T.canal[1])) * mirror, VS)
     for side, ear in enumerate(subject.ears):
         box_mask = labels.cochleae.get(side)
         if box_mask is not None and box_mask[1].any():
-            label[box_mask[0]][box_mask[1]] = 2
+            label[box_mask[0]][box_mask[1]] = COCHLEA
         else:
-            _mark_nearest(label, grid, ear.cochlea_centre * np.array([1.0 if side == 0 else -1.0, 1.0, 1.0]), 2)
+            _mark_nearest(label, grid, ear.cochlea_centre * np.array([1.0 if side == 0 else -1.0, 1.0, 1.0]), COCHLEA)
 
 
 def _mark_nearest(label: np.ndarray, grid: HeadGrid, point_head: np.ndarray, value: int) -> None:

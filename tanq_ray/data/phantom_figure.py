@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from tanq_ray.data.phantom import SUMMARY_NAME, Cohort, generate_cohort
+from tanq_ray.labels import COCHLEA, VS
 from tanq_ray.visuals import draw_contours, grid, save_png, to_rgb
 
 FULL_MM, FULL_PX = 190.0, 320
@@ -35,7 +36,7 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _pick_slice(label: np.ndarray) -> int:
     """Axial slice at the cochlea level: the most cochlea voxels, ties broken by the VS."""
-    score = 10_000 * (label == 2).sum(axis=(0, 1)) + (label == 1).sum(axis=(0, 1))
+    score = 10_000 * (label == COCHLEA).sum(axis=(0, 1)) + (label == VS).sum(axis=(0, 1))
     return int(np.argmax(score))
 
 
@@ -62,8 +63,8 @@ def _panels(image: np.ndarray, label: np.ndarray, spacing: np.ndarray) -> tuple[
     inside = np.argwhere(head[:, :, k])
     centre = (inside.mean(axis=0) if len(inside) else np.array(img2d.shape) / 2.0) * spacing[:2]
     full = _view(img2d, lab2d, spacing, centre, FULL_MM, FULL_PX, window)
-    vs = np.argwhere(label == 1)
-    coch = np.argwhere(label == 2)
+    vs = np.argwhere(label == VS)
+    coch = np.argwhere(label == COCHLEA)
     if len(vs) and len(coch):
         vs_c = vs.mean(axis=0)
         ipsi = coch[np.sign(coch[:, 0] - coch[:, 0].mean()) == np.sign(vs_c[0] - coch[:, 0].mean())]

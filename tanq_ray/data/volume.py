@@ -16,7 +16,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-LABEL_VALUES = (0, 1, 2)  # background, VS, cochlea
+from tanq_ray.labels import VALUES
+
 
 
 class BadVolumeError(ValueError):
@@ -70,10 +71,10 @@ def load_volume(path: str | Path, *, is_label: bool = False) -> Volume:
         raise BadVolumeError(path, f"{bad} voxels are NaN or infinite")
     if is_label:
         values = np.unique(data)
-        unexpected = sorted(set(values.tolist()) - set(LABEL_VALUES))
+        unexpected = sorted(set(values.tolist()) - set(VALUES))
         if unexpected:
             shown = [int(v) if float(v).is_integer() else float(v) for v in unexpected[:5]]
-            raise BadVolumeError(path, f"label values must be in {set(LABEL_VALUES)}, found {shown}")
+            raise BadVolumeError(path, f"label values must be in {set(VALUES)}, found {shown}")
     affine = np.asarray(image.affine, dtype=np.float64)
     orientation = nib.orientations.io_orientation(affine)
     canonical = nib.orientations.apply_orientation(data, orientation)

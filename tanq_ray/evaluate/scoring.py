@@ -26,16 +26,17 @@ import numpy as np
 
 from tanq_ray.evaluate.metrics import assd, dice
 from tanq_ray.io_utils import write_text_atomic
+from tanq_ray.labels import METRIC_NAMES, VALUES
 from tanq_ray.tables import Table
 
 log = logging.getLogger(__name__)
 
-CLASSES: dict[str, int] = {"vs": 1, "cochlea": 2}
+CLASSES: dict[str, int] = {name: value for value, name in METRIC_NAMES.items()}
 DICE_METRICS = tuple(f"dice_{name}" for name in CLASSES)
 ASSD_METRICS = tuple(f"assd_{name}" for name in CLASSES)
 METRICS = DICE_METRICS + ASSD_METRICS
 PER_CASE_COLUMNS = ("case_id",) + METRICS
-LABEL_VALUES = (0, *CLASSES.values())
+LABEL_VALUES = VALUES
 AFFINE_TOLERANCE_MM = 1e-3
 _NIFTI = ".nii.gz"
 _LABEL_SUFFIX = "_Label"

@@ -35,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-OTHERS, VS, COCHLEA = 0, 1, 2
-NUM_CLASSES = 3
+from tanq_ray.labels import BACKGROUND, COCHLEA, VALUES, VS
+
+OTHERS = BACKGROUND  # in the norms, every pixel that is neither target
+NUM_CLASSES = len(VALUES)
 
 NormKind = Literal["in", "rn", "rn_rain"]
 Position = Literal["encoder", "decoder"]

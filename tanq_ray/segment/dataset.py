@@ -27,9 +27,10 @@ import nibabel as nib
 import numpy as np
 
 from tanq_ray.io_utils import atomic_path, write_text_atomic
+from tanq_ray.labels import NNUNET_LABELS
 from tanq_ray.segment.folders import NnUNetFolders
 
-LABELS = {"background": 0, "VS": 1, "cochlea": 2}
+LABELS = NNUNET_LABELS
 CHANNEL_NAME = "hrT2"
 FILE_ENDING = ".nii.gz"
 CASE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -28,15 +28,15 @@ from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
 from tanq_ray.config import SegmentConfig
+from tanq_ray.labels import DISPLAY_NAMES
 from tanq_ray.progress_board import worker_output
-from tanq_ray.segment.dataset import LABELS
 from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
 from tanq_ray.tracking import RunHandle
 from tanq_ray.tracking_buffer import BackgroundLog
 
 log = logging.getLogger(__name__)
 
-CLASS_NAMES = {value: name for name, value in LABELS.items()}
+CLASS_NAMES = DISPLAY_NAMES
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,10 @@ import numpy as np
 from scipy import ndimage
 
 from tanq_ray.io_utils import atomic_path
-from tanq_ray.segment.dataset import LABELS
+from tanq_ray.labels import VS
 from tanq_ray.segment.predict import probabilities_path
 
 DEFAULT_MIN_CONFIDENCE = 0.5
-VS = LABELS["VS"]
 
 
 def refine_label(label: np.ndarray, probabilities: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> np.ndarray:
