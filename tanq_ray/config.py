@@ -16,7 +16,7 @@ from typing import Any, Iterable, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from tanq_ray.models.config import ModelsConfig, StrictModel
+from tanq_ray.models.config import TRANSLATOR_NAMES, ModelsConfig, StrictModel, TranslatorName
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -91,7 +91,7 @@ class IngestConfig(StrictModel):
 class TrainConfig(StrictModel):
     """Ray Train settings shared by both translators (``tanq train``)."""
 
-    model: Literal["tanq", "cyclegan"] = "tanq"
+    model: TranslatorName = "tanq"
     batch_size: int = Field(4, ge=1, description="slices per step per worker")
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks)")
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -131,8 +131,8 @@ class SegmentConfig(StrictModel):
         None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
         "unset = nnUNet's planned network (32); 8-16 trains on a CPU"
     )
-    views: list[Literal["tanq", "cyclegan"]] = Field(
-        ["tanq", "cyclegan"],
+    views: list[TranslatorName] = Field(
+        list(TRANSLATOR_NAMES),
         description="translators whose pseudo-hrT2 the adapted rows train on: both = the paper's multi-view; one = a "
         "single-view ablation (the reference rows use none)",
     )

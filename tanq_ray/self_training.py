@@ -32,6 +32,7 @@ from tanq_ray.config import Config, SegmentConfig
 from tanq_ray.data.layout import scan_folder
 from tanq_ray.data.roi import RoiCase
 from tanq_ray.evaluate import Evaluation, evaluate_folder
+from tanq_ray.models.config import TRANSLATOR_NAMES
 from tanq_ray.segment import FoldLogging, Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
 from tanq_ray.translate import TranslatedCase
@@ -137,7 +138,7 @@ def train_and_score(
     return RowResult(segmenter, len(cases), evaluation, predictions)
 
 
-def round_name(index: int, views: Sequence[str] = ("tanq", "cyclegan")) -> str:
+def round_name(index: int, views: Sequence[str] = TRANSLATOR_NAMES) -> str:
     """How tables name a round: ``multi-view (no self-training)`` (``tanq view ...`` for one view), ``self-training round 1``, ..."""
     if index > 0:
         return f"self-training round {index}"

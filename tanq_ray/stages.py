@@ -23,6 +23,7 @@ from tanq_ray.data.phantom import Cohort, generate_cohort
 from tanq_ray.data.preview import sample_grid
 from tanq_ray.evaluate import comparison_table, evaluate_folder, readable_view
 from tanq_ray.data.shards import Manifest
+from tanq_ray.models.config import TRANSLATOR_NAMES
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.overlays import prediction_figure, translation_figure
 from tanq_ray.segment import FoldLogging, TrainingCase, load_segmenter
@@ -47,7 +48,7 @@ from tanq_ray.translate import TranslatedCase, TranslateResult, translate_cohort
 from tanq_ray.tune.scoring import score_translator
 from tanq_ray.visuals import save_png
 
-TRANSLATORS = ("tanq", "cyclegan")
+TRANSLATORS = TRANSLATOR_NAMES
 
 if TYPE_CHECKING:
     from tanq_ray.pipeline import Pipeline

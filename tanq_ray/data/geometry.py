@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from tanq_ray.data.volume import LABEL_VALUES, Volume, resampled_shape, sample_grid
+from tanq_ray.data.volume import Volume, resampled_shape, sample_grid
+from tanq_ray.labels import VALUES as LABEL_VALUES
 
 BACKGROUND = -1.0  # normalised intensity used to pad outside the field of view
 

@@ -96,6 +96,11 @@ class TranslatorModel(ABC):
         self.optimizers: dict[str, Optimizer] = {}
         self.gradient_hook: GradientHook | None = None
 
+    @classmethod
+    @abstractmethod
+    def describe(cls, config: Any) -> dict[str, str]:
+        """MLflow tags naming the configuration's ablation switches: ``norm``, ``segdecoder``, ``patch_select``."""
+
     # -- training ---------------------------------------------------------------------------
     @abstractmethod
     def step(self, batch: Batch) -> dict[str, float]:

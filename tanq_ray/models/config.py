@@ -128,7 +128,15 @@ class CycleGANConfig(StrictModel):
 
 
 class ModelsConfig(StrictModel):
-    """Settings of each registered translator, keyed by registry name."""
+    """Settings of each translator, keyed by its name: the one list of translators (see TRANSLATOR_NAMES)."""
 
     tanq: TanqConfig = TanqConfig()
     cyclegan: CycleGANConfig = CycleGANConfig()
+
+
+TRANSLATOR_NAMES: tuple[str, ...] = tuple(ModelsConfig.model_fields)
+"""Every translator, in the order stages, views and tables list them. A new translator is a field above
+plus its model class in :mod:`tanq_ray.models.registry`; config validation, export, the pipeline's stages
+and MLflow tags all read these."""
+TranslatorName = Literal[TRANSLATOR_NAMES]  # type: ignore[valid-type]
+CONFIG_TYPES: dict[str, type[StrictModel]] = {name: field.annotation for name, field in ModelsConfig.model_fields.items()}

@@ -33,6 +33,10 @@ class CycleGANModel(TranslatorModel):
     name = "cyclegan"
     translator_name = "G_A"
 
+    @classmethod
+    def describe(cls, config: CycleGANConfig) -> dict[str, str]:
+        return {"norm": "in/in", "segdecoder": "false", "patch_select": "none"}
+
     def __init__(self, config: CycleGANConfig, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
         c = config

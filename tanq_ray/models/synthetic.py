@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from tanq_ray.models.base import Batch
-from tanq_ray.models.norms import COCHLEA, VS
+from tanq_ray.labels import COCHLEA, VS
 
 # (tissue, VS, cochlea) intensities in [-1, 1]; the background is -1.
 _SOURCE = (0.0, 0.9, -0.8)

@@ -40,6 +40,14 @@ class TanqModel(TranslatorModel):
     name = "tanq"
     translator_name = "G"
 
+    @classmethod
+    def describe(cls, config: TanqConfig) -> dict[str, str]:
+        return {
+            "norm": f"{config.encoder_norm}/{config.decoder_norm}",
+            "segdecoder": str(config.segdecoder).lower(),
+            "patch_select": config.patch_select,
+        }
+
     def __init__(self, config: TanqConfig, device: str | torch.device = "cpu") -> None:
         super().__init__(config, device)
         c = config

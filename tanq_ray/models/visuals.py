@@ -13,7 +13,7 @@ from scipy.ndimage import distance_transform_edt
 from torch import Tensor
 
 from tanq_ray.models.generator import ResnetGenerator
-from tanq_ray.models.norms import COCHLEA, VS
+from tanq_ray.labels import COCHLEA, VS
 from tanq_ray.models.patches import PatchSelection
 from tanq_ray.visuals import draw_contours, grid, save_png, to_rgb
 

@@ -12,12 +12,11 @@ import torch
 
 from tanq_ray.io_utils import atomic_path
 from tanq_ray.models.base import TranslatorModel
-from tanq_ray.models.config import CycleGANConfig, TanqConfig
+from tanq_ray.models.config import CONFIG_TYPES
 from tanq_ray.models.registry import build_model
 
 GENERATOR_FILE = "generator.pt"
 FORMAT = 1
-CONFIG_TYPES = {"tanq": TanqConfig, "cyclegan": CycleGANConfig}
 
 
 def export_generator(model: TranslatorModel, folder: Path, image_size: int | None = None) -> Path:

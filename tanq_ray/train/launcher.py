@@ -34,17 +34,11 @@ class TrainResult:
 
 
 def model_tags(config: Config) -> dict[str, str]:
-    """The MLflow tags that identify a translator configuration (same names for every model)."""
+    """The MLflow tags that identify the configuration of ``train.model`` (same names for every model)."""
+    from tanq_ray.models.registry import model_tags as tags_of
+
     name = config.train.model
-    if name == "cyclegan":
-        return {"model": name, "norm": "in/in", "segdecoder": "false", "patch_select": "none"}
-    tanq = config.models.tanq
-    return {
-        "model": name,
-        "norm": f"{tanq.encoder_norm}/{tanq.decoder_norm}",
-        "segdecoder": str(tanq.segdecoder).lower(),
-        "patch_select": tanq.patch_select,
-    }
+    return tags_of(name, getattr(config.models, name))
 
 
 def translator_params(config: Config) -> dict[str, Any]:
