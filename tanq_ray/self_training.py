@@ -33,7 +33,8 @@ from tanq_ray.data.layout import scan_folder
 from tanq_ray.data.roi import RoiCase
 from tanq_ray.evaluate import Evaluation, evaluate_folder
 from tanq_ray.models.config import TRANSLATOR_NAMES
-from tanq_ray.segment import FoldLogging, Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
+from tanq_ray.run_ref import RunRef
+from tanq_ray.segment import Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
 from tanq_ray.translate import TranslatedCase
 
@@ -126,7 +127,7 @@ def train_and_score(
     cases: Sequence[TrainingCase],
     eval_rois: Sequence[RoiCase],
     eval_labels_dir: Path | None,
-    logging: FoldLogging | None,
+    logging: RunRef | None,
 ) -> RowResult:
     """Train an nnUNet on ``cases`` in ``folder``, segment the evaluation ROIs, score the pasted-back labels if labelled."""
     segmenter = train_segmenter(settings, folder, cases, logging=logging)

@@ -26,7 +26,8 @@ from tanq_ray.data.shards import Manifest
 from tanq_ray.models.config import TRANSLATOR_NAMES
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.overlays import prediction_figure, translation_figure
-from tanq_ray.segment import FoldLogging, TrainingCase, load_segmenter
+from tanq_ray.run_ref import RunRef
+from tanq_ray.segment import TrainingCase, load_segmenter
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois
 from tanq_ray.self_training import (
     SOURCE_ONLY,
@@ -133,7 +134,7 @@ def train_stage(config: Config, tracker: Tracker, parent: RunHandle) -> TrainRes
     name = config.train.model
     with tracker.stage("train", parent, tags=model_tags(config), name=f"train-{name}", params=translator_params(config)) as run:
         ensure_ray(config)
-        result = launch_training(config, run.run_id, tracker.uri)
+        result = launch_training(config, RunRef.of(run, tracker.uri))
         run.log_artifact(result.generator, "model")
         run.log_metrics(translation_scores(config, result.generator))
     return result
@@ -165,9 +166,9 @@ def existing_generators(config: Config) -> dict[str, str]:
 
 
 @ray.remote(num_cpus=0)
-def _train_remote(config_tree: dict[str, Any], run_id: str, uri: str) -> str:
+def _train_remote(config_tree: dict[str, Any], run: RunRef) -> str:
     """Drive one ``TorchTrainer`` from a task, so two translators train at once (its workers hold the resources)."""
-    return str(launch_training(Config.model_validate(config_tree), run_id, uri).generator)
+    return str(launch_training(Config.model_validate(config_tree), run).generator)
 
 
 def train_translators(config: Config, tracker: Tracker, parent: RunHandle, pipeline: Pipeline, keys: dict[str, str]) -> dict[str, str]:
@@ -184,7 +185,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle, pipel
             pipeline.prepare(f"train-{model}", keys[model], work_dirs[model])
             stage = tracker.stage("train", parent, tags=model_tags(configs[model]), name=f"train-{model}", params=translator_params(configs[model]))
             run = stack.enter_context(stage)
-            running[model] = (run, _train_remote.remote(configs[model].model_dump(mode="json"), run.run_id, tracker.uri))
+            running[model] = (run, _train_remote.remote(configs[model].model_dump(mode="json"), RunRef.of(run, tracker.uri)))
 
         def body(model: str) -> Callable[[], dict[str, str]]:
             def train() -> dict[str, str]:
@@ -287,7 +288,7 @@ def _train_row(
     config: Config, tracker: Tracker, run: RunHandle, folder: Path, cases: list[TrainingCase], folders: DataFolders
 ) -> RowResult:
     """Train and score one row in ``folder``; log its counts, cross-validation Dice and scores to ``run``."""
-    logging_to = FoldLogging(tracker.uri, tracker.experiment_id, run.run_id)
+    logging_to = RunRef.of(run, tracker.uri)
     eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
     result = train_and_score(config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to)
     cv_dice = result.segmenter.cv_dice_selected

@@ -19,7 +19,6 @@ from mlflow import MlflowClient
 from tanq_ray.config import SegmentConfig
 from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.segment import (
-    FoldLogging,
     Segmenter,
     TrainingCase,
     load_segmenter,
@@ -29,6 +28,7 @@ from tanq_ray.segment import (
     train_segmenter,
 )
 
+from tanq_ray.run_ref import RunRef
 from tanq_ray.segment.folders import NnUNetFolders
 from tanq_ray.segment.folds import run_folds
 
@@ -43,16 +43,16 @@ def cohort(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> FoldLogging:
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> RunRef:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("segment-tests")
     parent = client.create_run(experiment_id, run_name="segment", tags={"stage": "segment"})
-    return FoldLogging(uri, experiment_id, parent.info.run_id)
+    return RunRef(uri, experiment_id, parent.info.run_id)
 
 
 @pytest.fixture(scope="module")
-def trained(ray_local, cohort, tracking: FoldLogging, tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
+def trained(ray_local, cohort, tracking: RunRef, tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
     train = cohort.train_dir
     cases = [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
     start = time.perf_counter()
@@ -95,10 +95,10 @@ def test_schedule_without_test_time_mirroring_reaches_the_checkpoint(trained: Se
     assert checkpoint["inference_allowed_mirroring_axes"] is None  # TINY turns test-time mirroring off
 
 
-def test_each_fold_logs_its_epochs_to_a_child_run(trained: Segmenter, tracking: FoldLogging) -> None:
+def test_each_fold_logs_its_epochs_to_a_child_run(trained: Segmenter, tracking: RunRef) -> None:
     client = MlflowClient(tracking.tracking_uri)
     runs = client.search_runs(
-        [tracking.experiment_id], f"tags.mlflow.parentRunId = '{tracking.parent_run_id}' and tags.stage = 'fold'"
+        [tracking.experiment_id], f"tags.mlflow.parentRunId = '{tracking.run_id}' and tags.stage = 'fold'"
     )
     assert sorted((r.data.tags["configuration"], r.data.tags["fold"]) for r in runs) == [("2d", "0"), ("2d", "1")]
     metric_names = []
@@ -177,7 +177,7 @@ def _fold_worker_pid(results_dir: Path, task_name: str) -> int | None:
 
 @pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="finds the Ray worker through /proc")
 def test_a_fold_task_that_dies_is_retried_and_continues_from_its_checkpoint(
-    trained: Segmenter, tracking: FoldLogging, tmp_path: Path
+    trained: Segmenter, tracking: RunRef, tmp_path: Path
 ) -> None:
     # Same dataset, plans and complete fold 1 as the trained model: only fold 0 is left to train.
     folders = NnUNetFolders(tmp_path / "work", trained.dataset_name)
@@ -187,7 +187,7 @@ def test_a_fold_task_that_dies_is_retried_and_continues_from_its_checkpoint(
     settings = SegmentConfig(configurations=["2d"], folds=2, epochs=6, iterations_per_epoch=2, batch_size=4, test_time_mirroring=False)
     client = MlflowClient(tracking.tracking_uri)
     parent = client.create_run(tracking.experiment_id, run_name="failure test").info.run_id
-    logging = FoldLogging(tracking.tracking_uri, tracking.experiment_id, parent)
+    logging = RunRef(tracking.tracking_uri, tracking.experiment_id, parent)
 
     results = []
     worker = threading.Thread(target=lambda: results.extend(run_folds(folders, settings, False, logging)))

@@ -97,3 +97,20 @@ def test_ingest_stage_logs_counts_timings_and_sample_grid(ray_local, make_cohort
     assert metrics["slices_per_second"] > 0 and metrics["seconds"] > 0
     artifacts = {a.path for a in MlflowClient(tracker.uri).list_artifacts(stage.info.run_id)}
     assert {"sample_slices.png", "manifest.json"} <= artifacts
+
+
+def test_a_run_reference_travels_as_data_and_opens_children(tiny_config: Config) -> None:
+    import pickle
+
+    from tanq_ray.run_ref import RunRef
+
+    tracker = Tracker(tiny_config)
+    with tracker.invocation("segment") as parent:
+        ref = pickle.loads(pickle.dumps(RunRef.of(parent, tracker.uri)))  # what a Ray task receives
+        child = ref.child("round_0 fold 2d/all", {"stage": "fold"}, {"epochs": 3})
+        child.handle().log_metrics({"pseudo_dice": 0.5}, step=1)
+        child.end("FAILED", error="RuntimeError: boom")
+    run = tracker.client.get_run(child.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id and run.data.params == {"epochs": "3"}
+    assert run.info.status == "FAILED" and run.data.tags["error"] == "RuntimeError: boom"
+    assert run.data.metrics == {"pseudo_dice": 0.5}

@@ -74,7 +74,7 @@ def measure(quick: bool = False) -> list[Figure]:
         for workers in (1, 2):
             config = _config(root, workers, epochs)
             manifest = run_ingest(cohort.train_dir, config.stage_dir("ingest"), config.ingest, progress=False).manifest
-            metrics = launch_training(config, None, "").metrics
+            metrics = launch_training(config, None).metrics
             rates[workers] = metrics["slices_per_second"]
             figures += [
                 Figure(f"Ray Train, {workers} worker(s)", rates[workers], "slices/s", "1 worker", rates[1],

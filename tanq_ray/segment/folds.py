@@ -8,7 +8,7 @@ fails, or whose worker dies, is retried by Ray (``max_retries``,
 validation is complete and never retrained; one with ``checkpoint_final.pth``
 but no validation only runs the validation.
 
-With :class:`FoldLogging`, each pair that needs work gets an MLflow child run
+With the row's run (a :class:`~tanq_ray.run_ref.RunRef`), each pair that needs work gets an MLflow child run
 (tags ``stage=fold``, ``configuration``, ``fold``) created here and passed to
 the task, so retries log into the same run; the trainer logs one step per
 epoch (:mod:`tanq_ray.segment.trainer`).
@@ -24,14 +24,12 @@ from pathlib import Path
 from typing import Callable
 
 import ray
-from mlflow import MlflowClient
-from mlflow.entities import RunStatus
 
 from tanq_ray.config import SegmentConfig
 from tanq_ray.labels import DISPLAY_NAMES
 from tanq_ray.progress_board import worker_output
+from tanq_ray.run_ref import RunRef
 from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
-from tanq_ray.tracking import RunHandle
 from tanq_ray.tracking_buffer import BackgroundLog
 
 log = logging.getLogger(__name__)
@@ -61,14 +59,6 @@ class FoldSchedule:
             optimizer=settings.optimizer,
         )
 
-
-@dataclass(frozen=True)
-class FoldLogging:
-    """Where fold child runs go in MLflow."""
-
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
 
 
 @dataclass(frozen=True)
@@ -121,7 +111,7 @@ def _train_fold(
     fold: int | str,
     device_type: str,
     save_probabilities: bool,
-    tracking: tuple[str, str] | None,
+    tracking: RunRef | None,
 ) -> FoldResult:
     """Task body: build the trainer, resume from the newest checkpoint, train, validate (output to a log file)."""
     use_spawn()
@@ -136,7 +126,7 @@ def _train_fold_logged(
     fold: int | str,
     device_type: str,
     save_probabilities: bool,
-    tracking: tuple[str, str] | None,
+    tracking: RunRef | None,
     progress: Callable[[str], None],
 ) -> FoldResult:
     """:func:`_train_fold` once its output goes to the log; ``progress`` hears of each epoch."""
@@ -152,7 +142,7 @@ def _train_fold_logged(
     plans = load_json(str(folders.preprocessed_dataset / f"{PLANS_NAME}.json"))
     plans["continue_training"] = resume_from is not None
     dataset_json = load_json(str(folders.preprocessed_dataset / "dataset.json"))
-    run = BackgroundLog(RunHandle(MlflowClient(tracking[0]), tracking[1])) if tracking else None
+    run = BackgroundLog(tracking.handle()) if tracking else None
 
     try:
         trainer = TanqTrainer(plans, configuration, fold, dataset_json, torch.device(device_type))
@@ -176,30 +166,17 @@ def _train_fold_logged(
     return FoldResult(configuration, fold, True, start_epoch, schedule.epochs, time.perf_counter() - start, dice)
 
 
-def _fold_run(logging: FoldLogging, schedule: FoldSchedule, row: str, configuration: str, fold: int | str) -> RunHandle:
-    """The fold's MLflow run, named after its row (the work folder: ``round_0``, ``source-only``, ...)."""
-    client = MlflowClient(logging.tracking_uri)
-    created = client.create_run(
-        logging.experiment_id,
-        run_name=f"{row} fold {configuration}/{fold}",
-        tags={
-            "stage": "fold",
-            "row": row,
-            "configuration": configuration,
-            "fold": str(fold),
-            "mlflow.parentRunId": logging.parent_run_id,
-        },
-    )
-    run = RunHandle(client, created.info.run_id, logging.experiment_id)
-    run.log_params({"configuration": configuration, "fold": fold, **asdict(schedule)})
-    return run
+def _fold_run(logging: RunRef, schedule: FoldSchedule, row: str, configuration: str, fold: int | str) -> RunRef:
+    """The fold's MLflow run under the row's, named after its row (the work folder: ``round_0``, ``source-only``, ...)."""
+    tags = {"stage": "fold", "row": row, "configuration": configuration, "fold": fold}
+    return logging.child(f"{row} fold {configuration}/{fold}", tags, {"configuration": configuration, "fold": fold, **asdict(schedule)})
 
 
 def run_folds(
     folders: NnUNetFolders,
     settings: SegmentConfig,
     use_gpu: bool,
-    logging: FoldLogging | None = None,
+    logging: RunRef | None = None,
     max_parallel: int | None = None,
 ) -> list[FoldResult]:
     """Train every (configuration, fold) pair of ``settings`` that is not complete, as parallel Ray tasks.
@@ -232,16 +209,15 @@ def run_folds(
             else:
                 todo.append((configuration, fold))
 
-    pending: dict[ray.ObjectRef, tuple[str, int | str, RunHandle | None, float]] = {}
+    pending: dict[ray.ObjectRef, tuple[str, int | str, RunRef | None, float]] = {}
     failures = []
     while todo or pending:
         while todo and (max_parallel is None or len(pending) < max_parallel):
             configuration, fold = todo.pop(0)
             run = _fold_run(logging, schedule, folders.work_dir.name, configuration, fold) if logging else None
-            tracking = (logging.tracking_uri, run.run_id) if logging and run else None
             device = "cuda" if use_gpu else "cpu"
             ref = task.options(**resources, name=f"nnunet_fold_{configuration}_{fold}").remote(
-                folders, schedule, configuration, fold, device, save_probabilities, tracking
+                folders, schedule, configuration, fold, device, save_probabilities, run
             )
             pending[ref] = (configuration, fold, run, time.perf_counter())
         [ref], _ = ray.wait(list(pending), num_returns=1)
@@ -251,13 +227,12 @@ def run_folds(
         except Exception as err:  # the task's error after all retries, or a lost worker
             failures.append(f"{configuration}/{fold}: {type(err).__name__}: {err}")
             if run is not None:
-                run.set_tags({"error": f"{type(err).__name__}: {err}"[:5000]})
-                run.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+                run.end("FAILED", error=f"{type(err).__name__}: {err}")
             log.warning("%s: fold %s/%s failed after %.1f s: %s", folders.work_dir.name, configuration, fold, time.perf_counter() - submitted, failures[-1])
             continue
         results.append(result)
         if run is not None:
-            run.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+            run.end()
         validation = result.validation_dice.get("final_val_dice")
         log.info(
             "%s: fold %s/%s finished in %.1f s (from epoch %d%s)", folders.work_dir.name, configuration, fold,

@@ -22,7 +22,8 @@ from tanq_ray.config import SegmentConfig
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.segment.dataset import TrainingCase, fold_splits, write_raw_dataset, write_splits
 from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, dataset_name
-from tanq_ray.segment.folds import FoldLogging, FoldResult, run_folds
+from tanq_ray.run_ref import RunRef
+from tanq_ray.segment.folds import FoldResult, run_folds
 from tanq_ray.segment.planning import plan_and_preprocess, set_network_width
 from tanq_ray.segment.selection import Selection, select_model
 
@@ -119,7 +120,7 @@ def train_segmenter(
     settings: SegmentConfig,
     work_dir: str | Path,
     cases: Sequence[TrainingCase],
-    logging: FoldLogging | None = None,
+    logging: RunRef | None = None,
     use_gpu: bool | None = None,
 ) -> Segmenter:
     """Train nnUNet on ``cases`` under ``work_dir`` and let nnUNet select the configuration(s).

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tanq_ray.config import Config
+from tanq_ray.run_ref import RunRef
 from tanq_ray.data.readers import read_domain
 from tanq_ray.data.shards import Manifest
 from tanq_ray.io_utils import atomic_path
@@ -66,8 +67,7 @@ def check_resources(config: Config) -> None:
 
 def launch_training(
     config: Config,
-    run_id: str | None,
-    tracking_uri: str,
+    run: RunRef | None,
     *,
     run_dir: Path | None = None,
     callbacks: Sequence[Any] = (),
@@ -76,7 +76,8 @@ def launch_training(
 
     ``run_dir`` (default ``<output_dir>/train``) holds Ray Train's storage and
     the export; a sweep gives each trial its own. ``callbacks`` are Ray Train
-    callbacks (a sweep passes Tune's report callback).
+    callbacks (a sweep passes Tune's report callback). Rank 0 logs each epoch to
+    ``run`` (none: no tracking).
     """
     from ray.data import DataContext
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -98,8 +99,7 @@ def launch_training(
         train_loop_config={
             "config": config.model_dump(mode="json"),
             "image_size": int(manifest.settings["image_size"]),
-            "run_id": run_id,
-            "tracking_uri": tracking_uri,
+            "run": run,
         },
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(

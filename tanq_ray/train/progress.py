@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from mlflow import MlflowClient
-
 from tanq_ray.models.base import Batch, TranslatorModel
 from tanq_ray.models.visuals import patch_selection_figure, translation_grid
-from tanq_ray.tracking import RunHandle
 from tanq_ray.tracking_buffer import BackgroundLog
 from tanq_ray.visuals import with_column_titles
 
@@ -17,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 class EpochLog:
-    """Logs to the run ``loop_config["run_id"]`` at ``loop_config["tracking_uri"]``; one log line per epoch.
+    """Logs to the run ``loop_config["run"]`` (a :class:`~tanq_ray.run_ref.RunRef`); one log line per epoch.
 
     Records go through a :class:`~tanq_ray.tracking_buffer.BackgroundLog`, so a
     tracking outage delays them instead of stopping training; :meth:`close`
@@ -26,8 +23,8 @@ class EpochLog:
 
     def __init__(self, loop_config: dict[str, Any], model: TranslatorModel) -> None:
         self.model = model
-        run_id = loop_config.get("run_id")
-        self.run = BackgroundLog(RunHandle(MlflowClient(loop_config["tracking_uri"]), run_id)) if run_id else None
+        run = loop_config.get("run")
+        self.run = BackgroundLog(run.handle()) if run is not None else None
 
     def close(self) -> None:
         """Send what is still waiting (up to a few minutes if the tracking server is down)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tanq_ray.config import Config
 from tanq_ray.data.phantom import generate_cohort
-from tanq_ray.segment import FoldLogging
+from tanq_ray.run_ref import RunRef
 from tanq_ray.self_training import hrT2_rois, multi_view_cases, train_and_score
 from tanq_ray.translate import translate_cohort
 
@@ -33,7 +33,7 @@ def evaluation_folders(config: Config) -> tuple[Path, Path] | None:
     return config.data.eval_dir, config.data.eval_labels_dir
 
 
-def downstream_scores(config: Config, view: str, generator: Path, folder: Path, logging_to: FoldLogging | None) -> dict[str, float]:
+def downstream_scores(config: Config, view: str, generator: Path, folder: Path, logging_to: RunRef | None) -> dict[str, float]:
     """Translate with ``generator``, train nnUNet (``segment.*``) under ``folder``, score the evaluation set; {} without labels."""
     folders = evaluation_folders(config)
     if folders is None:
@@ -48,7 +48,7 @@ def downstream_scores(config: Config, view: str, generator: Path, folder: Path, 
 
 
 def downstream_scores_outside_trial(
-    config: Config, view: str, generator: Path, folder: Path, logging_to: FoldLogging | None
+    config: Config, view: str, generator: Path, folder: Path, logging_to: RunRef | None
 ) -> dict[str, float]:
     """:func:`downstream_scores` in a Ray task scheduled outside the trial's placement group.
 

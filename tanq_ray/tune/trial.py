@@ -26,7 +26,7 @@ from tanq_ray.config import Config
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.launcher import launch_training, model_tags, translator_params
-from tanq_ray.segment import FoldLogging
+from tanq_ray.run_ref import RunRef
 from tanq_ray.tune.downstream import downstream_scores_outside_trial
 from tanq_ray.tune.scoring import score_translator
 from tanq_ray.tune.space import TrialSpec, trial_config
@@ -73,11 +73,11 @@ def run_trial(params: dict[str, Any]) -> None:
     with tracker.stage("trial", parent, tags=tags, name=trial.name, resume_run_id=record.get("run_id"), params=params) as run:
         record["run_id"] = run.run_id
         _write_record(folder, record)
-        result = launch_training(config, run.run_id, tracker.uri, run_dir=folder, callbacks=[TuneReportCallback()])
+        result = launch_training(config, RunRef.of(run, tracker.uri), run_dir=folder, callbacks=[TuneReportCallback()])
         train_seconds = time.time() - started
         scores = score_translator(result.generator, config.stage_dir("ingest"), base.sweep.score_slices)
         if base.sweep.downstream:
-            logging_to = FoldLogging(tracker.uri, tracker.experiment_id, run.run_id)
+            logging_to = RunRef.of(run, tracker.uri)
             scores |= downstream_scores_outside_trial(config, trial.model, result.generator, folder / "downstream", logging_to)
         final = {key: float(value) for key, value in result.metrics.items() if key.startswith("loss_")} | scores | {
             "epochs": float(getattr(config.models, trial.model).epochs),
