@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -86,8 +87,9 @@ def clear(key: str) -> None:
 def worker_output(name: str) -> Iterator[Callable[[str], None]]:
     """Send this process's stdout/stderr to ``<log dir>/<name>.log`` while inside; yields ``progress(text)`` for key ``name``.
 
-    Streams as before when no board exists or the console is verbose. The
-    key's progress line is cleared on exit.
+    Streams as before when no board exists or the console is verbose. An
+    exception leaves its traceback in the log before it propagates. The key's
+    progress line is cleared on exit.
     """
     import ray
 
@@ -105,7 +107,11 @@ def worker_output(name: str) -> Iterator[Callable[[str], None]]:
         path = Path(log_dir) / f"{name.replace('/', '_').replace(' ', '_')}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         with _descriptors_to(path):
-            yield progress
+            try:
+                yield progress
+            except BaseException:  # the traceback belongs in this log too, not only in Ray's
+                traceback.print_exc()
+                raise
     finally:
         if board is not None:
             board.clear.remote(name)

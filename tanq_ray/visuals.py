@@ -73,19 +73,18 @@ def save_png(rgb: np.ndarray, path: str | Path) -> Path:
 
 def with_column_titles(rgb: np.ndarray, titles: Sequence[str], min_width: int = 720) -> np.ndarray:
     """(H, W, 3) grid of equal columns, enlarged to at least ``min_width`` pixels, with a title above each column."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     image = enlarge(rgb, -(-min_width * rgb.shape[0] // rgb.shape[1]))
     height, width = image.shape[:2]
     header = 28
     figure = Figure(figsize=(width / 100, (height + header) / 100), dpi=100)
+    canvas = FigureCanvasAgg(figure)
     axes = figure.add_axes((0, 0, 1, height / (height + header)))
     axes.imshow(image, interpolation="nearest")
     axes.set_axis_off()
     for index, title in enumerate(titles):
         figure.text((index + 0.5) / len(titles), 1 - 0.5 * header / (height + header), title, ha="center", va="center", fontsize=11)
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -89,6 +89,19 @@ def test_ray_tasks_post_progress_and_write_their_output_to_a_log_file(ray_local,
         ray_local.get_actor(progress_board.BOARD_NAME)
 
 
+def test_a_failing_task_leaves_its_traceback_in_its_log(ray_local, tmp_path: Path) -> None:
+    def failing(name: str) -> None:
+        with progress_board.worker_output(name):
+            raise RuntimeError("nnUNet ran out of patience")
+
+    with Console("segment", tmp_path, stream=io.StringIO()) as terminal:
+        terminal.attach_ray()
+        with pytest.raises(ray_local.exceptions.RayTaskError):
+            ray_local.get(ray_local.remote(failing).remote("nnunet round_1 2d-all"))
+    written = (tmp_path / "logs" / "nnunet_round_1_2d-all.log").read_text()
+    assert "Traceback" in written and "RuntimeError: nnUNet ran out of patience" in written
+
+
 def test_posting_without_a_board_does_nothing(ray_local) -> None:
     progress_board.post("nowhere", "epoch 1/1")
     progress_board.clear("nowhere")

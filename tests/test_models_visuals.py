@@ -61,3 +61,13 @@ def test_patch_selection_figure_from_a_training_step(tmp_path):
         assert all(0.0 <= value <= 1.0 for value in layer.values())
     with pytest.raises(IndexError):
         patch_selection_figure(batch["source"], batch["source_label"], model.last_selection, sample=5)
+
+
+def test_column_titles_enlarge_a_grid_and_write_above_each_column() -> None:
+    from tanq_ray.visuals import with_column_titles
+
+    grid = np.zeros((40, 120, 3), dtype=np.uint8)
+    titled = with_column_titles(grid, ["ceT1", "pseudo-hrT2", "real hrT2"], min_width=720)
+    assert titled.dtype == np.uint8 and titled.shape[2] == 3 and titled.shape[1] >= 720
+    header = titled[: titled.shape[0] - 6 * 40]  # the image is enlarged 6 times; the rest is the title strip
+    assert header.shape[0] > 0 and header.mean() > 100  # dark text on a light strip, above a black grid
