@@ -158,12 +158,12 @@ class Console:
         self._board = None
 
     def _quiet_ray_data(self) -> None:
-        """Ray Data prints each dataset's plan and progress at INFO through its own handler: warnings only, here."""
+        """Ray Data prints each dataset's plan and progress through its own handler, and warns that its bars are off: errors only."""
         importlib.import_module("ray.data")  # configures the "ray.data" logger on import
 
         for handler in logging.getLogger("ray.data").handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setLevel(logging.WARNING)
+                handler.setLevel(logging.ERROR)
 
     # -- what the command reports ----------------------------------------------------------------------------------
 

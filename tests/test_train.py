@@ -77,7 +77,7 @@ def test_two_workers_reduce_the_losses_and_a_finished_run_continues(shards: Path
     }  # fmt: skip
     artifacts = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
     assert {"images", "model"} <= artifacts
-    images = {Path(a.path).name.split("%")[0] for a in tracker.client.list_artifacts(run.info.run_id, "images")}
+    images = {Path(a.path).name.split("+")[0] for a in tracker.client.list_artifacts(run.info.run_id, "images")}
     assert {"translation", "patches"} <= images  # MLflow image keys, the same for every translator
 
     model = load_translator(result.generator)  # weights_only=True inside
