@@ -124,6 +124,7 @@ class Console:
         root.setLevel(logging.INFO)
         if not self.verbose:
             importlib.import_module("mlflow")  # mlflow sets its logger's level when first imported: before ours
+            importlib.import_module("ray.data")  # its logging set-up on first import closes every handler: before ours
 
             for name in QUIET_LOGGERS:
                 library = logging.getLogger(name)
@@ -159,11 +160,9 @@ class Console:
 
     def _quiet_ray_data(self) -> None:
         """Ray Data prints each dataset's plan and progress through its own handler, and warns that its bars are off: errors only."""
-        importlib.import_module("ray.data")  # configures the "ray.data" logger on import
-
-        for handler in logging.getLogger("ray.data").handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                handler.setLevel(logging.ERROR)
+        library = logging.getLogger("ray.data")
+        self._levels.setdefault("ray.data", library.level)
+        library.setLevel(logging.ERROR)
 
     # -- what the command reports ----------------------------------------------------------------------------------
 

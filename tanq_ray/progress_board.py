@@ -53,7 +53,7 @@ def open_board(log_dir: Path | None):  # -> ray.actor.ActorHandle
     """Start this job's board (the driver calls this once after ``ray.init``); ``log_dir`` None streams worker output."""
     import ray
 
-    actor = ray.remote(num_cpus=0, max_concurrency=4)(ProgressBoard)
+    actor = ray.remote(num_cpus=0)(ProgressBoard)  # one task at a time: a caller's post and clear stay in order
     return actor.options(name=BOARD_NAME, get_if_exists=True).remote(None if log_dir is None else str(log_dir))
 
 

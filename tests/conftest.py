@@ -78,6 +78,7 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    import ray.data  # noqa: F401 - its logging set-up on first import closes the handlers of whatever test imports it
     yield ray
     ray.shutdown()
 

@@ -113,3 +113,13 @@ def test_posting_without_a_board_does_nothing(ray_local) -> None:
 def _no_console_left_open():
     yield
     assert console_module.active() is None
+
+
+def test_a_cleared_line_stays_cleared(ray_local, tmp_path: Path) -> None:
+    with Console("ingest", tmp_path, stream=io.StringIO()) as terminal:
+        terminal.attach_ray()
+        for done in range(50):
+            progress_board.post("ingest", f"{done}/50 volumes")
+        progress_board.clear("ingest")
+        board = ray_local.get_actor(progress_board.BOARD_NAME)
+        assert ray_local.get(board.lines.remote()) == {}

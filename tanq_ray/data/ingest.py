@@ -156,14 +156,16 @@ def run_ingest(train_dir: str | Path, out_dir: str | Path, settings: IngestConfi
     processed_slices = 0
     in_flight: list[Any] = []
     queue = list(pending)
-    with tqdm(total=len(volumes), initial=len(finished), desc="ingest", unit="vol", disable=not progress) as bar:
+    finished_count = len(finished)  # the bar's own count stays 0 when it is disabled
+    with tqdm(total=len(volumes), initial=finished_count, desc="ingest", unit="vol", disable=not progress) as bar:
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 in_flight.append(task.remote(queue.pop(0), settings, str(root)))
             done, in_flight = ray.wait(in_flight, num_returns=1)
             outcome = ray.get(done[0])
             bar.update(1)
-            progress_board.post("ingest", f"{bar.n}/{len(volumes)} volumes")
+            finished_count += 1
+            progress_board.post("ingest", f"{finished_count}/{len(volumes)} volumes")
             if isinstance(outcome, SkippedVolume):
                 message = f"skipping volume '{outcome.key}': {outcome.file}: {outcome.reason}"
                 if settings.on_bad_volume == "stop":
