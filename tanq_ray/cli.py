@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tanq_ray.config import Config, ConfigError, PhantomConfig, load_config
 from tanq_ray.console import Console
@@ -198,11 +198,17 @@ CONFIG_EPILOG = (
 OVERVIEW = """The TANQ recipe on Ray: translate labelled ceT1 into pseudo-hrT2, train nnUNet on it, self-train on real hrT2.
 
 quick start:
-  tanq pipeline --config configs/tiny.yaml       every stage on a built-in phantom cohort (about 13 minutes on 2 CPUs)
+  tanq pipeline --config configs/tiny.yaml       every stage on a built-in phantom cohort (12-15 minutes on 2 CPUs)
   tanq pipeline --config configs/tiny.yaml data.train_dir=/data/train data.eval_dir=/data/eval
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 
 'tanq <command> --help' describes each command with an example."""
+
+
+def _command(sub: Any, name: str, text: str, example: str, more: str = "") -> argparse.ArgumentParser:
+    """A subcommand with its one-line help, a description and its own example, in plain text."""
+    epilog = f"example:\n  {example}" + (f"\n\n{more}" if more else "")
+    return sub.add_parser(name, help=text, description=f"tanq {name}: {text}.", epilog=epilog, formatter_class=PLAIN)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,13 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     defaults = PhantomConfig()
-    phantom = sub.add_parser(
-        "phantom",
-        help="write a synthetic CrossMoDA-layout cohort",
-        description="tanq phantom: write a synthetic CrossMoDA-layout cohort (ceT1 + labels, hrT2, evaluation hrT2 with truth).",
-        epilog="example:\n  tanq phantom --out data/phantom --cases 8 --eval-cases 4 --size 96",
-        formatter_class=PLAIN,
-    )
+    phantom = _command(
+        sub, "phantom", "write a synthetic CrossMoDA-layout cohort (ceT1 + labels, hrT2, evaluation hrT2 with truth)",
+        "tanq phantom --out data/phantom --cases 8 --eval-cases 4 --size 96",
+    )  # fmt: skip
     phantom.add_argument("--out", type=Path, required=True, help="folder for train/, train_hrT2_labels/, eval/, eval_labels/")
     phantom.add_argument("--cases", type=int, default=defaults.cases, help="labelled ceT1 subjects (and as many hrT2)")
     phantom.add_argument("--eval-cases", type=int, default=defaults.eval_cases, help="evaluation hrT2 subjects")
@@ -233,45 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
         ("pipeline", "every stage; finished ones with unchanged settings are skipped", "tanq pipeline --config configs/tiny.yaml output_dir=runs/mine", _cmd_pipeline),
     ]  # fmt: skip
     for name, text, example, handler in stage_commands:
-        command = sub.add_parser(
-            name, help=text, description=f"tanq {name}: {text}.", epilog=f"example:\n  {example}\n\n{CONFIG_EPILOG}", formatter_class=PLAIN
-        )
+        command = _command(sub, name, text, example, CONFIG_EPILOG)
         _add_config_arguments(command, writes_output=True)
         command.set_defaults(handler=handler, needs_config=True)
 
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="Dice and ASSD of predicted label volumes against the truth",
-        description="tanq evaluate: Dice and ASSD (mm) per case and class of predicted label volumes against the truth.",
-        epilog="example:\n  tanq evaluate --pred runs/tiny/segment/round_1/eval_predictions --gt data/eval_labels",
-        formatter_class=PLAIN,
-    )
+    evaluate = _command(
+        sub, "evaluate", "Dice and ASSD (mm) per case and class of predicted label volumes against the truth",
+        "tanq evaluate --pred runs/tiny/segment/round_1/eval_predictions --gt data/eval_labels",
+    )  # fmt: skip
     evaluate.add_argument("--pred", type=Path, required=True, help="folder of predicted <case>.nii.gz")
     evaluate.add_argument("--gt", type=Path, required=True, help="folder of true <case>_Label.nii.gz")
     evaluate.add_argument("--out", type=Path, default=None, help="where per_case.csv and summary.json go (default: --pred)")
     evaluate.add_argument("--compare", type=Path, default=None, help="another run's per_case.csv: adds a paired t-test")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    runs = sub.add_parser(
-        "runs",
-        help="list recent MLflow runs of the experiment",
-        description="tanq runs: the experiment's recent MLflow runs with their headline metrics.",
-        epilog="example:\n  tanq runs --config configs/tiny.yaml --limit 10",
-        formatter_class=PLAIN,
-    )
+    runs = _command(sub, "runs", "list the experiment's recent MLflow runs with their headline metrics", "tanq runs --config configs/tiny.yaml --limit 10")
     _add_config_arguments(runs)
     runs.add_argument("--limit", type=int, default=20)
     runs.set_defaults(handler=_cmd_runs, needs_config=True)
 
     from tanq_ray.bench import BENCHMARKS
 
-    bench = sub.add_parser(
-        "bench",
-        help="measure and print a table of figures",
-        description="tanq bench: measure one part of the system and print what was measured.",
-        epilog="example:\n  tanq bench step --json step.json",
-        formatter_class=PLAIN,
-    )
+    bench = _command(sub, "bench", "measure one part of the system and print a table of what was measured", "tanq bench step --json step.json")
     bench.add_argument("what", choices=sorted(BENCHMARKS))
     bench.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     bench.add_argument("--quick", action="store_true", help="few repetitions: a smoke test, not a measurement")
