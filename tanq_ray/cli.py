@@ -164,9 +164,9 @@ def _cmd_pipeline(args: argparse.Namespace, config: Config) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from tanq_ray.evaluate import comparison_table, evaluate_folder, load_per_case, readable_view
+    from tanq_ray.evaluate import comparison_table, evaluate_folder, load_per_case, readable_view, scoring_convention
 
-    evaluation = evaluate_folder(args.pred, args.gt, args.out)
+    evaluation = evaluate_folder(args.pred, args.gt, args.out, convention=scoring_convention(args.convention))
     runs = {str(args.pred): evaluation.per_case}
     if args.compare is not None:
         runs[str(args.compare)] = load_per_case(args.compare)
@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_arguments(command, writes_output=True)
         command.set_defaults(handler=handler, needs_config=True)
 
+    from tanq_ray.evaluate.metrics import CONVENTIONS, CROSSMODA
+
     evaluate = _command(
         sub, "evaluate", "Dice and ASSD (mm) per case and class of predicted label volumes against the truth",
         "tanq evaluate --pred runs/tiny/segment/round_1/eval_predictions --gt data/eval_labels",
@@ -248,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--gt", type=Path, required=True, help="folder of true <case>_Label.nii.gz")
     evaluate.add_argument("--out", type=Path, default=None, help="where per_case.csv and summary.json go (default: --pred)")
     evaluate.add_argument("--compare", type=Path, default=None, help="another run's per_case.csv: adds a paired t-test")
+    evaluate.add_argument(
+        "--convention", choices=sorted(CONVENTIONS), default=CROSSMODA.name,
+        help="ASSD as the CrossMoDA challenge scores it (mean of both directions, 350 mm for a missed structure) or "
+        "pooled over both surfaces with missed structures left out (this project's scoring before; docs/evaluation.md)",
+    )  # fmt: skip
     evaluate.set_defaults(handler=_cmd_evaluate)
 
     runs = _command(sub, "runs", "list the experiment's recent MLflow runs with their headline metrics", "tanq runs --config configs/tiny.yaml --limit 10")

@@ -3,7 +3,17 @@
 See ``docs/evaluation.md`` for definitions, empty-mask behaviour and file formats.
 """
 
-from tanq_ray.evaluate.metrics import assd, dice, surface
+from tanq_ray.evaluate.metrics import (
+    CONVENTIONS,
+    CROSSMODA,
+    CROSSMODA_EMPTY_PREDICTION_ASSD_MM,
+    POOLED,
+    ScoringConvention,
+    assd,
+    dice,
+    scoring_convention,
+    surface,
+)
 from tanq_ray.evaluate.scoring import (
     CLASSES,
     METRICS,
@@ -19,10 +29,15 @@ from tanq_ray.evaluate.statistics import PairedTest, comparison_table, gap_close
 
 __all__ = [
     "CLASSES",
+    "CONVENTIONS",
+    "CROSSMODA",
+    "CROSSMODA_EMPTY_PREDICTION_ASSD_MM",
     "METRICS",
+    "POOLED",
     "Evaluation",
     "EvaluationError",
     "PairedTest",
+    "ScoringConvention",
     "assd",
     "comparison_table",
     "dice",
@@ -33,6 +48,7 @@ __all__ = [
     "paired_ttest",
     "readable_view",
     "score_case",
+    "scoring_convention",
     "summarize",
     "surface",
 ]

@@ -1,10 +1,13 @@
 """Score predicted label volumes against ground truth: per case, then summarised (paper §4).
 
 Per case and class (VS = 1, cochlea = 2) we compute Dice and ASSD (mm, from
-the NIfTI voxel size). :func:`evaluate_folder` writes ``per_case.csv`` (one row
-per case) and ``summary.json`` (means and standard deviations over cases).
-ASSD is NaN where exactly one of prediction and truth is empty; such cases are
-left out of the ASSD mean and counted in ``<assd metric>_undefined``.
+the NIfTI voxel size) under a :class:`~tanq_ray.evaluate.metrics.ScoringConvention`,
+by default the challenge's (:data:`~tanq_ray.evaluate.metrics.CROSSMODA`).
+:func:`evaluate_folder` writes ``per_case.csv`` (one row per case) and
+``summary.json`` (the convention's name, means and standard deviations over
+cases). A NaN ASSD (undefined: under ``pooled``, exactly one of prediction and
+truth is empty) is left out of the ASSD mean and counted in
+``<assd metric>_undefined``; under ``crossmoda`` no ASSD is undefined.
 
 Folder layout: a file ``<case>_Label.nii.gz`` or ``<case>.nii.gz`` (nnUNet's
 prediction name) is the label volume of ``<case>``, in either folder. Image
@@ -24,7 +27,7 @@ from typing import Any, Sequence
 import nibabel as nib
 import numpy as np
 
-from tanq_ray.evaluate.metrics import assd, dice
+from tanq_ray.evaluate.metrics import CROSSMODA, ScoringConvention, assd, dice
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.labels import METRIC_NAMES, VALUES
 from tanq_ray.tables import Table
@@ -49,16 +52,18 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Scores of one prediction folder: rows of ``per_case.csv`` and the ``summary.json`` mapping.
+    """Scores of one prediction folder: rows of ``per_case.csv``, the numbers of ``summary.json`` and their convention.
 
-    ``summary`` holds floats; a mean with no defined case is NaN here and
-    ``null`` in the JSON file.
+    ``summary`` holds only numbers (callers log it as metrics); a mean with no
+    defined case is NaN here and ``null`` in the JSON file, which also records
+    ``convention.name`` under the key ``"convention"``.
     """
 
     per_case: list[dict[str, Any]]
     summary: dict[str, float | int]
     per_case_path: Path
     summary_path: Path
+    convention: ScoringConvention
 
 
 def case_id_of(path: str | Path) -> str:
@@ -85,8 +90,10 @@ def _read_label(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return data, image
 
 
-def score_case(prediction_path: str | Path, truth_path: str | Path) -> dict[str, Any]:
-    """Dice and ASSD (mm) per class for one case: keys ``case_id`` and :data:`METRICS`.
+def score_case(
+    prediction_path: str | Path, truth_path: str | Path, convention: ScoringConvention = CROSSMODA
+) -> dict[str, Any]:
+    """Dice and ASSD (mm, under ``convention``) per class for one case: keys ``case_id`` and :data:`METRICS`.
 
     Both files must have the same shape and the same affine (to 1e-3); the
     voxel size for ASSD is taken from the truth header's zooms.
@@ -108,7 +115,7 @@ def score_case(prediction_path: str | Path, truth_path: str | Path) -> dict[str,
     for name, value in CLASSES.items():
         predicted, true = prediction == value, truth == value
         scores[f"dice_{name}"] = dice(predicted, true)
-        scores[f"assd_{name}"] = assd(predicted, true, spacing)  # type: ignore[arg-type]
+        scores[f"assd_{name}"] = assd(predicted, true, spacing, convention)  # type: ignore[arg-type]
     return scores
 
 
@@ -122,7 +129,7 @@ def metric_value(row: dict[str, Any], metric: str) -> float:
 
 
 def summarize(per_case: Sequence[dict[str, Any]]) -> dict[str, float | int]:
-    """Means and population standard deviations over cases, ignoring NaN (undefined ASSD).
+    """Means and population standard deviations over cases, ignoring NaN (undefined ASSD), whatever the convention.
 
     Keys: each of :data:`METRICS` and ``dice_mean`` with a ``_std`` twin,
     ``n_cases``, and ``<assd metric>_undefined`` (cases where ASSD is NaN).
@@ -174,15 +181,15 @@ def _match_cases(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
     return [(predictions[case], truths[case]) for case in sorted(truths)]
 
 
-def _score_all(pairs: list[tuple[Path, Path]], parallel: bool) -> list[dict[str, Any]]:
+def _score_all(pairs: list[tuple[Path, Path]], parallel: bool, convention: ScoringConvention) -> list[dict[str, Any]]:
     """Score every pair: one Ray task per case when Ray is running and ``parallel``, else in this process."""
     if parallel:
         import ray
 
         if ray.is_initialized():
             task = ray.remote(score_case).options(num_cpus=1)
-            return ray.get([task.remote(prediction, truth) for prediction, truth in pairs])
-    return [score_case(prediction, truth) for prediction, truth in pairs]
+            return ray.get([task.remote(prediction, truth, convention) for prediction, truth in pairs])
+    return [score_case(prediction, truth, convention) for prediction, truth in pairs]
 
 
 def _json_number(value: float | int) -> float | int | None:
@@ -190,9 +197,13 @@ def _json_number(value: float | int) -> float | int | None:
 
 
 def evaluate_folder(
-    pred_dir: str | Path, gt_dir: str | Path, out_dir: str | Path | None = None, parallel: bool = True
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    out_dir: str | Path | None = None,
+    parallel: bool = True,
+    convention: ScoringConvention = CROSSMODA,
 ) -> Evaluation:
-    """Score every ground-truth case against its prediction; write ``per_case.csv`` and ``summary.json``.
+    """Score every ground-truth case against its prediction under ``convention``; write ``per_case.csv`` and ``summary.json``.
 
     Every case in ``gt_dir`` needs a prediction in ``pred_dir`` (else
     :class:`EvaluationError` listing the missing ids); predictions without
@@ -201,12 +212,14 @@ def evaluate_folder(
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     out_dir = Path(out_dir) if out_dir is not None else pred_dir
-    per_case = _score_all(_match_cases(pred_dir, gt_dir), parallel)
+    per_case = _score_all(_match_cases(pred_dir, gt_dir), parallel, convention)
     summary = summarize(per_case)
     per_case_path = write_text_atomic(out_dir / "per_case.csv", Table(PER_CASE_COLUMNS, per_case).csv())
-    summary_text = json.dumps({key: _json_number(value) for key, value in summary.items()}, indent=2) + "\n"
-    summary_path = write_text_atomic(out_dir / "summary.json", summary_text)
-    return Evaluation(per_case=per_case, summary=summary, per_case_path=per_case_path, summary_path=summary_path)
+    recorded = {"convention": convention.name} | {key: _json_number(value) for key, value in summary.items()}
+    summary_path = write_text_atomic(out_dir / "summary.json", json.dumps(recorded, indent=2) + "\n")
+    return Evaluation(
+        per_case=per_case, summary=summary, per_case_path=per_case_path, summary_path=summary_path, convention=convention
+    )
 
 
 def load_per_case(path: str | Path) -> list[dict[str, Any]]:
