@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from tanq_ray.tracking import RunHandle, Tracker
 
 
-WRITES_OUTPUT_DIR = frozenset({"ingest", "train", "sweep", "translate", "segment", "pipeline"})
+WRITES_OUTPUT_DIR = frozenset({"ingest", "train", "sweep", "translate", "segment", "pipeline", "study"})
 """Subcommands that write into ``output_dir`` and so hold its lock (:mod:`tanq_ray.output_lock`)."""
 
 
@@ -163,6 +163,19 @@ def _cmd_pipeline(args: argparse.Namespace, config: Config) -> None:
     _run_pipeline(config, from_translate=False)
 
 
+def _cmd_study(args: argparse.Namespace, config: Config) -> None:
+    from tanq_ray.study import run_study
+
+    result = run_study(config)
+    print(result.stages.markdown(), end="")
+    print(result.table_markdown, end="")
+    if result.correlations_markdown:
+        print("cheap translation scores against mean Dice (Spearman, over rows and seeds):")
+        print(result.correlations_markdown, end="")
+    print(f"study in {result.folder}")
+    _print_where(config, result.run_id, result.tracking_hint)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from tanq_ray.evaluate import comparison_table, evaluate_folder, load_per_case, readable_view, scoring_convention
 
@@ -234,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("translate", "ceT1 -> pseudo-hrT2 volumes with both trained translators (Ray Data)", "tanq translate --config configs/tiny.yaml", _cmd_translate),
         ("segment", "translate, nnUNet rows (folds as Ray tasks), self-training, evaluate", "tanq segment --config configs/tiny.yaml segment.self_training_rounds=2", _cmd_segment),
         ("pipeline", "every stage; finished ones with unchanged settings are skipped", "tanq pipeline --config configs/tiny.yaml output_dir=runs/mine", _cmd_pipeline),
+        ("study", "the ablation study (Table 2): every row once per seed, one table with paired tests (resumable)", "tanq study --config configs/study-cpu.yaml", _cmd_study),
     ]  # fmt: skip
     for name, text, example, handler in stage_commands:
         command = _command(sub, name, text, example, CONFIG_EPILOG)

@@ -222,6 +222,46 @@ class SweepConfig(StrictModel):
         return value
 
 
+class StudyConfig(StrictModel):
+    """The ablation study (``tanq study``; docs/study.md): Table 2's rows, each trained once per seed, scored together.
+
+    ``rows`` are segmentation rows: Table 2's (``tanq_ray.models.ablations.SEGMENTATION_ROWS``)
+    and the reference rows ``source-only`` and ``target-supervised``.
+    """
+
+    name: str = Field("table2", pattern=r"^[A-Za-z0-9_.-]+$", description="folder and run name of the study")
+    rows: list[str] = Field(
+        ["cut", "cyclegan", "qs_attn", "multi_view", "tanq_wo_rain", "tanq_wo_segdecoder", "tanq", "source-only", "target-supervised"],
+        description="segmentation rows: Table 2's and the reference rows",
+    )
+    seeds: list[int] = Field([0, 1, 2], description="each row is trained once per seed (translators: train.seed; nnUNet: a new training)")
+    compare_to: str = Field("tanq", description="the row every other row's paired t-test is against (the paper's 'Ours')")
+
+    @field_validator("rows")
+    @classmethod
+    def _known_rows(cls, value: list[str]) -> list[str]:
+        from tanq_ray.models.ablations import SEGMENTATION_ROWS
+
+        known = [*SEGMENTATION_ROWS, "source-only", "target-supervised"]
+        unknown = [row for row in value if row not in known]
+        if unknown or not value or len(set(value)) != len(value):
+            raise ValueError(f"rows must be distinct names from {known}, got {value}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError(f"seeds must be one or more distinct integers, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _compared_row_is_studied(self) -> "StudyConfig":
+        if self.compare_to not in self.rows:
+            raise ValueError(f"compare_to '{self.compare_to}' is not among the rows {self.rows}")
+        return self
+
+
 class TrackingConfig(StrictModel):
     """MLflow tracking (see :mod:`tanq_ray.tracking`)."""
 
@@ -248,6 +288,7 @@ class Config(StrictModel):
     train: TrainConfig = TrainConfig()
     segment: SegmentConfig = SegmentConfig()
     sweep: SweepConfig = SweepConfig()
+    study: StudyConfig = StudyConfig()
     tracking: TrackingConfig = TrackingConfig()
     ray: RayConfig = RayConfig()
 
@@ -334,13 +375,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), b
         if not path.is_file():
             shipped = sorted(p.name for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
             raise ConfigError(f"config file '{path}' does not exist (shipped configs: {shipped})")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(tree).__name__}")
-        _check_tree(tree, Config, "")
+        tree = _read_config_file(path, seen=())
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
@@ -348,6 +383,40 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), b
         return Config.model_validate(tree)
     except ValidationError as err:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in err.errors())) from None
+
+
+BASE_KEY = "base"
+"""A config file's optional ``base: other.yaml`` (relative to the file): its settings, with this file's on top."""
+
+
+def _read_config_file(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """A config file's tree, merged over its ``base`` file's (recursively), checked for unknown keys."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config file '{path}' is its own base (through {[str(p) for p in seen]})")
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' (the base of '{seen[-1]}') does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping of sections, got {type(tree).__name__}")
+    base = tree.pop(BASE_KEY, None)
+    _check_tree(tree, Config, "")
+    if base is None:
+        return tree
+    return _merged(_read_config_file(path.parent / str(base), (*seen, path.resolve())), tree, Config)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any], model: type[StrictModel]) -> dict[str, Any]:
+    """``top`` over ``base``: sections (e.g. ``models.tanq``) merge key by key; any other value of ``top`` replaces ``base``'s."""
+    merged = dict(base)
+    for key, value in top.items():
+        annotation = model.model_fields[key].annotation
+        section = isinstance(annotation, type) and issubclass(annotation, StrictModel)
+        both = section and isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value, annotation) if both else value
+    return merged
 
 
 def _check_tree(tree: dict[str, Any], model: type[StrictModel], prefix: str) -> None:

@@ -153,6 +153,41 @@ def run_beside(main: Callable[[], Main], beside: Callable[[], Beside]) -> tuple[
     return result, outcome["value"]
 
 
+def run_in_lanes(jobs: Sequence[Callable[[], Main]], lanes: int) -> list[Main]:
+    """Run ``jobs`` in order with at most ``lanes`` at once, in daemon threads; their results in order, or the first error.
+
+    Daemon threads for the same reason as :func:`run_beside`: an interrupt stops
+    the command at once, and what finished is recorded for the next run. After
+    a job fails, no new job starts.
+    """
+    results: list[Any] = [None] * len(jobs)
+    errors: list[BaseException] = []
+    upcoming = iter(range(len(jobs)))
+    lock = threading.Lock()
+
+    def lane() -> None:
+        while True:
+            with lock:
+                index = next(upcoming, None)
+                if index is None or errors:
+                    return
+            try:
+                results[index] = jobs[index]()
+            except BaseException as err:  # handed to the caller below
+                with lock:
+                    errors.append(err)
+                return
+
+    threads = [threading.Thread(target=lane, name=f"lane-{n}", daemon=True) for n in range(max(1, min(lanes, len(jobs))))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def reference_inputs(row: str, folders: dict[str, str | None]) -> dict[str, Any]:
     """What a reference row reads beyond the segment settings: the target-supervised row, the training hrT2's truth."""
     return {"truth": folder_fingerprint(folders.get("train_hrT2_labels_dir"))} if row == TARGET_SUPERVISED else {}

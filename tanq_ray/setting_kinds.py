@@ -41,6 +41,7 @@ CHANGES_HOW_IT_RUNS = frozenset(
     {
         "output_dir", "tracking", "ray",
         "sweep",  # read by `tanq sweep` only, whose trials have their own records
+        "study",  # read by `tanq study` only, whose rows have their own records
         "ingest.shard_rows", "ingest.max_parallel", "ingest.on_bad_volume",
         "train.model",  # the pipeline trains every translator; `tanq train` takes it from the command line
         "train.cpus_per_worker", "train.use_gpu", "train.checkpoint_every", "train.max_failures", "train.visual_every",

@@ -83,7 +83,7 @@ def test_without_a_config_file_the_paper_settings_are_announced(tmp_path: Path, 
 
 
 def test_every_subcommand_has_a_description_and_an_example(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("phantom", "ingest", "train", "sweep", "translate", "segment", "pipeline", "evaluate", "runs", "bench"):
+    for command in ("phantom", "ingest", "train", "sweep", "translate", "segment", "pipeline", "study", "evaluate", "runs", "bench"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out

@@ -115,3 +115,23 @@ def test_every_shipped_config_file_loads() -> None:
     assert {(t.overrides["models.tanq.encoder_norm"], t.overrides["models.tanq.decoder_norm"]) for t in trials} == {
         (e, d) for e in ("in", "rn") for d in ("in", "rn", "rn_rain")
     }
+
+
+def test_a_config_file_builds_on_its_base(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "output_dir: runs/base\nmodels:\n  tanq: {epochs: 5, ngf: 16}\nsweep:\n  grid: {train.seed: [0, 1]}\n"
+    )
+    (tmp_path / "top.yaml").write_text("base: base.yaml\nmodels:\n  tanq: {ngf: 8}\nsweep:\n  grid: {models.tanq.lambda_nce: [1, 2]}\n")
+    config = load_config(tmp_path / "top.yaml")
+    assert str(config.output_dir) == "runs/base"
+    assert (config.models.tanq.epochs, config.models.tanq.ngf) == (5, 8)  # sections merge key by key
+    assert config.sweep.grid == {"models.tanq.lambda_nce": [1, 2]}  # a value that is not a section is replaced
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="its own base"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "typo.yaml").write_text("base: base.yaml\nmodel: {}\n")
+    with pytest.raises(ConfigError, match="unknown key 'model'"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "orphan.yaml").write_text("base: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(tmp_path / "orphan.yaml")

@@ -71,13 +71,15 @@ def launch_training(
     *,
     run_dir: Path | None = None,
     callbacks: Sequence[Any] = (),
+    log_name: str | None = None,
 ) -> TrainResult:
     """Train ``config.train.model`` on the ingest shards with a ``TorchTrainer``; export its generator.
 
     ``run_dir`` (default ``<output_dir>/train``) holds Ray Train's storage and
     the export; a sweep gives each trial its own. ``callbacks`` are Ray Train
     callbacks (a sweep passes Tune's report callback). Rank 0 logs each epoch to
-    ``run`` (none: no tracking).
+    ``run`` (none: no tracking). ``log_name`` names the workers' log file and
+    progress line (default ``train-<model>``; a sweep names each trial's).
     """
     from ray.data import DataContext
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -100,6 +102,7 @@ def launch_training(
             "config": config.model_dump(mode="json"),
             "image_size": int(manifest.settings["image_size"]),
             "run": run,
+            "log_name": log_name or f"train-{name}",
         },
         scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(

@@ -109,12 +109,12 @@ def _run_epoch(
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; ``loop_config`` holds the resolved config and where to log (see launcher).
 
-    The worker's output goes to ``logs/train-<model>[-rank<r>].log`` under a
-    quiet console; rank 0 posts the epoch to the progress display.
+    The worker's output goes to ``logs/<log_name>[-rank<r>].log`` under a
+    quiet console (``train-<model>``, or the sweep trial's name); rank 0 posts
+    the epoch to the progress display.
     """
-    name = loop_config["config"]["train"]["model"]
     rank = ray.train.get_context().get_world_rank()
-    with worker_output(f"train-{name}" + (f"-rank{rank}" if rank else "")) as progress:
+    with worker_output(loop_config["log_name"] + (f"-rank{rank}" if rank else "")) as progress:
         _train(loop_config, progress)
 
 

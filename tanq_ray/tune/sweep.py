@@ -28,7 +28,7 @@ from tanq_ray.config import Config, ConfigError
 from tanq_ray.data.shards import Manifest
 from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tables import Table
-from tanq_ray.tracking import Tracker
+from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.launcher import check_resources, model_tags
 from tanq_ray.tune.downstream import DOWNSTREAM_METRICS
 from tanq_ray.tune.space import TrialSpec, plan_trials, trial_config
@@ -143,12 +143,29 @@ def _tuner(config: Config, trials: list[TrialSpec], folder: Path, run_id: str, c
             trial_name_creator=lambda t: TrialSpec.from_dict(t.config["trial"]).name,
             trial_dirname_creator=lambda t: TrialSpec.from_dict(t.config["trial"]).name,
         ),
-        run_config=tune.RunConfig(name="tune", storage_path=str(folder.resolve()), failure_config=tune.FailureConfig(max_failures=0)),
+        run_config=tune.RunConfig(
+            name="tune",
+            storage_path=str(folder.resolve()),
+            failure_config=tune.FailureConfig(max_failures=0),
+            verbose=0,  # the trials' progress lines come through our console; Tune's tables would repeat them
+        ),
     )
 
 
-def run_sweep(config: Config) -> SweepResult:
-    """Plan, check, run (or resume) the sweep; write and log its table. Raises :class:`SweepFailedError` if trials failed."""
+@dataclass(frozen=True)
+class SweepPlan:
+    """A checked sweep, ready to run under an MLflow run: its own (``tanq sweep``) or a study's stage run."""
+
+    config: Config  # with the tracking URI resolved, for the trials' Ray workers
+    trials: list[TrialSpec]
+    folder: Path
+    fingerprint: str
+    resume_run_id: str | None  # the MLflow run of an interrupted invocation, reopened
+    concurrency: int
+
+
+def plan_sweep(config: Config) -> SweepPlan:
+    """Plan and check the sweep: every trial's config is valid, the cluster holds a trial, a resumed sweep is the same one."""
     import ray
 
     trials = plan_trials(config.sweep)
@@ -161,41 +178,55 @@ def run_sweep(config: Config) -> SweepResult:
     for trial_settings in trial_configs:
         check_resources(trial_settings)
     concurrency = concurrent_trials(config, ray.cluster_resources(), len(trials))
-    tracker = Tracker(config)
     # trials run in Ray workers elsewhere: hand them the resolved URI (a relative SQLite path would move)
-    config = config.model_copy(update={"tracking": config.tracking.model_copy(update={"tracking_uri": tracker.uri})})
+    uri = Tracker(config).uri
+    config = config.model_copy(update={"tracking": config.tracking.model_copy(update={"tracking_uri": uri})})
+    return SweepPlan(config, trials, folder, fingerprint, state.get("run_id"), concurrency)
+
+
+def run_sweep(config: Config) -> SweepResult:
+    """Plan, check, run (or resume) the sweep under its own MLflow run. Raises :class:`SweepFailedError` if trials failed."""
+    plan = plan_sweep(config)
+    tracker = Tracker(plan.config)
+    with tracker.invocation("sweep", tags={"sweep": config.sweep.name}, resume_run_id=plan.resume_run_id) as run:
+        return run_planned_sweep(plan, run)
+
+
+def run_planned_sweep(plan: SweepPlan, run: RunHandle) -> SweepResult:
+    """Run (or resume) the planned trials as children of ``run``; write and log the table. Raises :class:`SweepFailedError`."""
+    config, trials, folder = plan.config, plan.trials, plan.folder
     started = time.time()
-    with tracker.invocation("sweep", tags={"sweep": config.sweep.name}, resume_run_id=state.get("run_id")) as run:
-        write_text_atomic(folder / SWEEP_FILE, json.dumps({"fingerprint": fingerprint, "run_id": run.run_id, "trials": [t.name for t in trials]}, indent=1))
-        log.info("sweep '%s': %d trials, %d at once; MLflow run %s", config.sweep.name, len(trials), concurrency, run.run_id)
-        results = _tuner(config, trials, folder, run.run_id, concurrency).fit()
-        wall = time.time() - started
-        errors = {
-            TrialSpec.from_dict(result.config["trial"]).name: f"{type(result.error).__name__}: {result.error}".splitlines()[0][:200]
-            for result in results
-            if result.error is not None
+    write_text_atomic(folder / SWEEP_FILE, json.dumps({"fingerprint": plan.fingerprint, "run_id": run.run_id, "trials": [t.name for t in trials]}, indent=1))
+    log.info("sweep '%s': %d trials, %d at once; MLflow run %s", config.sweep.name, len(trials), plan.concurrency, run.run_id)
+    results = _tuner(config, trials, folder, run.run_id, plan.concurrency).fit()
+    wall = time.time() - started
+    errors = {
+        TrialSpec.from_dict(result.config["trial"]).name: f"{type(result.error).__name__}: {result.error}".splitlines()[0][:200]
+        for result in results
+        if result.error is not None
+    }
+    table = _table(config, trials, folder, errors)
+    markdown, comma_separated = table.write(folder / "results")
+    run.log_artifact(markdown)
+    run.log_artifact(comma_separated)
+    ran_now = [read_trial_record(trial_dir(folder, t)) for t in trials]
+    trial_seconds = sum(r["metrics"]["trial_seconds"] for r in ran_now if r.get("metrics") and r.get("started_at", 0) >= started)
+    finished = [row for row in table.rows if row["status"] == "finished"]
+    best = finished[0]["trial"] if finished else None
+    rank = rank_metric(config)
+    run.log_metrics(
+        {
+            "trials": len(trials),
+            "trials_finished": len(finished),
+            "concurrency": plan.concurrency,
+            "wall_seconds": wall,
+            "trial_seconds_sum": trial_seconds,
+            "parallel_efficiency": trial_seconds / (wall * plan.concurrency) if trial_seconds else float("nan"),
         }
-        table = _table(config, trials, folder, errors)
-        markdown, comma_separated = table.write(folder / "results")
-        run.log_artifact(markdown)
-        run.log_artifact(comma_separated)
-        ran_now = [read_trial_record(trial_dir(folder, t)) for t in trials]
-        trial_seconds = sum(r["metrics"]["trial_seconds"] for r in ran_now if r.get("metrics") and r.get("started_at", 0) >= started)
-        finished = [row for row in table.rows if row["status"] == "finished"]
-        best = finished[0]["trial"] if finished else None
-        run.log_metrics(
-            {
-                "trials": len(trials),
-                "trials_finished": len(finished),
-                "concurrency": concurrency,
-                "wall_seconds": wall,
-                "trial_seconds_sum": trial_seconds,
-                "parallel_efficiency": trial_seconds / (wall * concurrency) if trial_seconds else float("nan"),
-            }
-            | ({f"best_{rank_metric(config)}": finished[0][rank_metric(config)]} if finished and rank_metric(config) in finished[0] else {})
-        )
-        if best:
-            run.set_tags({"best_trial": best})
-        if errors:
-            raise SweepFailedError(f"{len(errors)} of {len(trials)} trials failed (table in {markdown}): " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    return SweepResult(folder, table, markdown, comma_separated, best, concurrency, wall, trial_seconds)
+        | ({f"best_{rank}": finished[0][rank]} if finished and rank in finished[0] else {})
+    )
+    if best:
+        run.set_tags({"best_trial": best})
+    if errors:
+        raise SweepFailedError(f"{len(errors)} of {len(trials)} trials failed (table in {markdown}): " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
+    return SweepResult(folder, table, markdown, comma_separated, best, plan.concurrency, wall, trial_seconds)

@@ -73,7 +73,9 @@ def run_trial(params: dict[str, Any]) -> None:
     with tracker.stage("trial", parent, tags=tags, name=trial.name, resume_run_id=record.get("run_id"), params=params) as run:
         record["run_id"] = run.run_id
         _write_record(folder, record)
-        result = launch_training(config, RunRef.of(run, tracker.uri), run_dir=folder, callbacks=[TuneReportCallback()])
+        result = launch_training(
+            config, RunRef.of(run, tracker.uri), run_dir=folder, callbacks=[TuneReportCallback()], log_name=f"trial-{trial.name}"
+        )
         train_seconds = time.time() - started
         scores = score_translator(result.generator, config.stage_dir("ingest"), base.sweep.score_slices)
         if base.sweep.downstream:

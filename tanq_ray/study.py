@@ -1,0 +1,358 @@
+"""``tanq study``: the paper's ablation (Table 2) on one cohort, every row once per seed, one table with paired tests.
+
+Stages, each recorded like the pipeline's (:class:`~tanq_ray.pipeline.Pipeline`),
+so running the study again trains nothing that finished:
+
+1. ``ingest`` (after the phantom when ``data.train_dir`` is unset);
+2. ``translators``: every translator row the studied rows need, once per seed
+   (``train.seed``), as one Ray Tune sweep (:mod:`tanq_ray.tune.sweep`: trials
+   at once as the cluster holds them, an interrupted trial resumes from its
+   checkpoint, a finished one is never retrained);
+3. ``translate seed <s>``: that seed's translators turn every ceT1 volume into
+   pseudo-hrT2, one view per translator row;
+4. ``<row> seed <s>``: one nnUNet per row and seed (``segment.*``, no
+   self-training, as in Table 2) on the row's views
+   (:data:`~tanq_ray.models.ablations.SEGMENTATION_ROWS`), or for the reference
+   rows on ceT1 (source-only) or labelled real hrT2 (target-supervised); as many
+   rows at once as the cluster's CPUs hold fold tasks; each scores the evaluation set;
+5. ``table``: Table 2 over seeds and cases (:func:`study_table`), the rank
+   correlation of cheap translation scores with Dice (:func:`score_correlations`),
+   a bar chart and prediction pictures.
+
+Everything goes under ``<output_dir>/study/<study.name>/`` (with the stage
+records in its ``pipeline/``; the shards and translators' sweeps are shared
+with other commands) and one MLflow parent run, with a child run per (row,
+seed) and one for the translators' sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+from tanq_ray import stage_keys, stages
+from tanq_ray.cluster import ensure_ray
+from tanq_ray.config import Config, ConfigError, SweepConfig
+from tanq_ray.evaluate import comparison_table, readable_view
+from tanq_ray.evaluate.contrast import contrast_gaps, mean_contrasts
+from tanq_ray.io_utils import atomic_path, write_text_atomic
+from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS
+from tanq_ray.pipeline import Pipeline, reference_inputs, run_in_lanes
+from tanq_ray.run_ref import RunRef
+from tanq_ray.segment.roi_volumes import ROI_FOLDER
+from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, hrT2_rois, multi_view_cases, reference_cases, train_and_score
+from tanq_ray.setting_kinds import folder_fingerprint, result_settings
+from tanq_ray.stage_keys import stage_key
+from tanq_ray.tables import Table
+from tanq_ray.tracking import RunHandle, Tracker
+from tanq_ray.translate import TranslatedCase, translate_cohort
+from tanq_ray.stage_keys import train_key
+from tanq_ray.tune.space import TrialSpec, trial_config
+from tanq_ray.tune.sweep import plan_sweep, run_planned_sweep
+from tanq_ray.tune.trial import read_trial_record, trial_dir
+
+log = logging.getLogger(__name__)
+
+LEDGER_FILE = "translators.json"
+CHEAP_SCORES = ("structure_score", "vs_contrast_gap", "cochlea_contrast_gap")
+"""Translation scores that cost seconds, tested as predictors of the Dice that costs an nnUNet training."""
+
+
+def row_title(row: str) -> str:
+    """How the table names a row: the paper's name for Table 2 rows, the row itself for the reference rows."""
+    return PAPER_NAMES.get(row, row)
+
+
+def translator_rows(rows: Sequence[str]) -> list[str]:
+    """The translator rows the segmentation ``rows`` train on, in :data:`ABLATION_ROWS` order."""
+    needed = {translator for row in rows for translator in SEGMENTATION_ROWS.get(row, ())}
+    return [row for row in ABLATION_ROWS if row in needed]
+
+
+def study_dir(config: Config) -> Path:
+    return config.stage_dir("study") / config.study.name
+
+
+def seed_dir(config: Config, seed: int) -> Path:
+    return study_dir(config) / f"seed-{seed}"
+
+
+def row_dir(config: Config, row: str, seed: int) -> Path:
+    """A row's nnUNet work folder; its name (``<row>-seed<s>``) also names its logs and progress lines."""
+    return seed_dir(config, seed) / f"{row}-seed{seed}"
+
+
+def translators_config(config: Config, rows: Sequence[str], seeds: Sequence[int]) -> Config:
+    """The sweep that trains translator ``rows`` x ``train.seed`` in ``seeds``, named after exactly that set."""
+    name = f"{config.study.name}-translators-{stage_key({'rows': list(rows), 'seeds': list(seeds)})[:8]}"
+    sweep = SweepConfig(
+        name=name,
+        rows=list(rows),
+        grid={"train.seed": list(seeds)},
+        score_slices=config.sweep.score_slices,
+        max_concurrent_trials=config.sweep.max_concurrent_trials,
+    )
+    return config.model_copy(update={"sweep": sweep})
+
+
+def translator_key(config: Config, row: str, seed: int) -> str:
+    """What a trained translator depends on: the shards, its row's model settings and the training loop with ``seed``."""
+    trial = trial_config(config, TrialSpec(0, row, ABLATION_ROWS[row][0], {"train.seed": seed}))
+    return train_key(trial, trial.train.model)
+
+
+def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> dict[str, Any]:
+    """Each needed translator row for each seed, from the ledger when trained before, else trained by one sweep.
+
+    The ledger (``translators.json``) maps :func:`translator_key` to the
+    generator and its structure score, so a study that gains a row or a seed
+    trains only what is new, and one whose translator settings changed
+    retrains. A sweep that was interrupted resumes (same missing set, same
+    sweep name: :func:`translators_config`).
+    """
+    ledger_path = study_dir(config) / LEDGER_FILE
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
+    ledger = {key: entry for key, entry in ledger.items() if Path(entry["generator"]).is_file()}
+    rows, seeds = translator_rows(config.study.rows), config.study.seeds
+    keys = {(row, seed): translator_key(config, row, seed) for seed in seeds for row in rows}
+    missing = [pair for pair, key in keys.items() if key not in ledger]
+    if missing:
+        sweep_config = translators_config(
+            config, [r for r in rows if any(m[0] == r for m in missing)], [s for s in seeds if any(m[1] == s for m in missing)]
+        )
+        plan = plan_sweep(sweep_config)
+        tags = {"sweep": sweep_config.sweep.name}
+        with tracker.stage("sweep", parent, name="translators", tags=tags, resume_run_id=plan.resume_run_id) as run:
+            result = run_planned_sweep(plan, run)
+        for trial in plan.trials:
+            record = read_trial_record(trial_dir(result.folder, trial))
+            ledger[translator_key(config, trial.row, int(trial.overrides["train.seed"]))] = {
+                "generator": str(trial_generator(result.folder, trial)),
+                "structure_score": record["metrics"].get("structure_score"),
+            }
+        write_text_atomic(ledger_path, json.dumps(ledger, indent=1))
+    return {str(seed): {row: ledger[keys[(row, seed)]] for row in rows} for seed in seeds}
+
+
+def trial_generator(sweep_folder: Path, trial: TrialSpec) -> Path:
+    """Where a sweep trial's training exported its generator (:func:`tanq_ray.train.launcher.launch_training`)."""
+    return trial_dir(sweep_folder, trial) / trial.model / "generator.pt"
+
+
+def translate_seed(config: Config, tracker: Tracker, parent: RunHandle, seed: int, trained: dict[str, Any]) -> dict[str, Any]:
+    """Pseudo-hrT2 of every ceT1 volume with each of ``seed``'s translators (one view per translator row)."""
+    with tracker.stage("translate", parent, name=f"translate seed {seed}", tags={"seed": seed}) as run:
+        ensure_ray(config)
+        generators = {row: Path(entry["generator"]) for row, entry in trained.items()}
+        result = translate_cohort(config.stage_dir("ingest"), generators, seed_dir(config, seed) / "translate", use_gpu=config.train.use_gpu or None)
+        run.log_metrics({"volumes": result.volumes, "seconds": result.seconds})
+    return {"cases": [{"case_id": c.case_id, "view": c.view, "image": str(c.image), "label": str(c.label)} for c in result.cases]}
+
+
+def train_row(
+    config: Config, tracker: Tracker, parent: RunHandle, row: str, seed: int, translated: list[TranslatedCase], folders: stages.DataFolders
+) -> dict[str, Any]:
+    """One row's nnUNet for one seed, under a child run: trained, its evaluation predicted and scored."""
+    tags = {"row": row_title(row), "seed": seed, "study": config.study.name}
+    with tracker.stage("segment", parent, name=f"{row_title(row)} seed {seed}", tags=tags, params=config.section_params("segment")) as run:
+        ensure_ray(config)
+        if row in REFERENCE_ROWS:
+            cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
+        else:
+            cases = multi_view_cases(translated, SEGMENTATION_ROWS[row])
+        eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
+        result = train_and_score(config.segment, row_dir(config, row, seed), cases, eval_rois, folders.eval_labels_dir, RunRef.of(run, tracker.uri))
+        run.log_metrics({"training_cases": len(cases)})
+        if result.evaluation is not None:
+            run.log_metrics({k: v for k, v in result.evaluation.summary.items() if isinstance(v, (int, float))})
+            run.log_artifact(result.evaluation.per_case_path)
+    return stages.row_outputs(result)
+
+
+def per_seed_cases(outputs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row's per-case scores over seeds, each case named ``<case> seed <s>`` so tests pair by case and seed."""
+    return [row | {"case_id": f"{row['case_id']} seed {seed}"} for seed, out in outputs.items() for row in out.get("per_case") or []]
+
+
+def study_table(config: Config, rows: dict[str, dict[int, dict[str, Any]]]) -> Table:
+    """Table 2: mean ± std over seeds and cases per row, gap closed between the reference rows, p against ``compare_to``.
+
+    p-values are paired t-tests of per-case mean Dice, paired by case and seed.
+    """
+    runs = {row_title(row): per_seed_cases(outputs) for row, outputs in rows.items()}
+    runs = {name: cases for name, cases in runs.items() if cases}
+    reference = row_title(config.study.compare_to)
+    bounds = (SOURCE_ONLY, TARGET_SUPERVISED) if {SOURCE_ONLY, TARGET_SUPERVISED} <= set(runs) else None
+    return comparison_table(runs, reference=reference if reference in runs else None, bounds=bounds)
+
+
+def cheap_scores(config: Config, trained: dict[str, dict[str, Any]], translated: dict[int, list[TranslatedCase]], folders: stages.DataFolders) -> dict[tuple[str, int], dict[str, float]]:
+    """Per (translator row, seed): the structure score and the VS / cochlea contrast gaps against the labelled evaluation hrT2."""
+    real = hrT2_rois(config, "eval_truth", folders.eval_dir, folders.eval_labels_dir)
+    real_contrast = mean_contrasts((case.image, case.label) for case in real if case.label is not None)
+    scores: dict[tuple[str, int], dict[str, float]] = {}
+    for seed, cases in translated.items():
+        for translator, entry in trained[str(seed)].items():
+            views = [(c.image, c.label) for c in cases if c.view == translator]
+            score = entry.get("structure_score")
+            gaps = contrast_gaps(mean_contrasts(views), real_contrast)
+            scores[(translator, seed)] = {"structure_score": math.nan if score is None else float(score)} | gaps
+    return scores
+
+
+def score_correlations(rows: dict[str, dict[int, dict[str, Any]]], scores: dict[tuple[str, int], dict[str, float]]) -> Table:
+    """Spearman's rank correlation of each cheap score with mean Dice over (row, seed), rows that use translators.
+
+    A row's score is the mean over its translators (e.g. Multi-view: CycleGAN's
+    and QS-Attn's). A useful score ranks rows as their Dice does (rho near +1
+    for the structure score, near -1 for a contrast gap).
+    """
+    points: list[tuple[dict[str, float], float]] = []
+    for row, outputs in rows.items():
+        for seed, out in outputs.items():
+            summary = out.get("summary") or {}
+            if row in SEGMENTATION_ROWS and "dice_mean" in summary:
+                per_translator = [scores[(t, seed)] for t in SEGMENTATION_ROWS[row]]
+                mean = {name: float(np.mean([s[name] for s in per_translator])) for name in CHEAP_SCORES}
+                points.append((mean, float(summary["dice_mean"])))
+    table_rows = []
+    for name in CHEAP_SCORES:
+        pairs = [(score[name], dice) for score, dice in points if not math.isnan(score[name])]
+        ranked = len(pairs) >= 3 and all(len(set(values)) > 1 for values in zip(*pairs))  # a constant has no ranks
+        rho, p = stats.spearmanr(*zip(*pairs)) if ranked else (math.nan, math.nan)
+        table_rows.append({"score": name, "spearman_rho": float(rho), "p": float(p), "points": len(pairs)})
+    return Table(["score", "spearman_rho", "p", "points"], table_rows)
+
+
+def bar_chart(table: Table, path: Path) -> Path:
+    """Mean Dice (VS, cochlea, mean) per row with the std over seeds and cases as error bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(max(6.0, 1.1 * len(table.rows)), 4.0))
+    axes = figure.add_subplot()
+    width = 0.27
+    positions = np.arange(len(table.rows))
+    for offset, (metric, label) in enumerate((("dice_vs", "VS"), ("dice_cochlea", "cochlea"), ("dice_mean", "mean"))):
+        means = [row[metric] for row in table.rows]
+        stds = [_std(row, metric) for row in table.rows]
+        axes.bar(positions + (offset - 1) * width, means, width, yerr=stds, capsize=2, label=label)
+    axes.set_xticks(positions, [row["run"] for row in table.rows], rotation=30, ha="right")
+    axes.set_ylabel("Dice")
+    axes.set_ylim(0, 1)
+    axes.legend(loc="upper left", ncols=3)
+    figure.tight_layout()
+    FigureCanvasAgg(figure)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def _std(row: dict[str, Any], metric: str) -> float:
+    """The std of a "mean ± std" cell of :func:`comparison_table`."""
+    from tanq_ray.evaluate.statistics import TABLE_METRICS
+
+    cell = row[TABLE_METRICS[metric]]
+    return float(cell.split("±")[1]) if cell and "±" in cell else 0.0
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Where the study's outputs are, and its tables."""
+
+    folder: Path
+    table_markdown: str
+    correlations_markdown: str
+    stages: Table
+    run_id: str
+    tracking_hint: str
+
+
+def study_stage_names(config: Config) -> list[str]:
+    seeds, rows = config.study.seeds, config.study.rows
+    names = ["ingest"] + (["translators", *[f"translate seed {s}" for s in seeds]] if translator_rows(rows) else [])
+    return names + [f"{row_title(row)} seed {s}" for s in seeds for row in rows] + ["table"]
+
+
+def run_study(config: Config) -> StudyResult:
+    """Every stage of the study (see the module docstring); finished ones with unchanged inputs are skipped."""
+    import ray
+
+    tracker = Tracker(config)
+    out = study_dir(config)
+    with tracker.invocation("study", tags={"study": config.study.name}) as parent:
+        # the study's stage records live in its own folder: two studies in one output_dir never share a stage name
+        pipeline = Pipeline(config.model_copy(update={"output_dir": out}), tracker, parent)
+        pipeline.plan(study_stage_names(config))
+        ensure_ray(config)
+        ingest_key = stage_keys.ingest_key(config)
+        folders = pipeline.run("ingest", ingest_key, lambda: stages.ingest_outputs(config, tracker, parent))
+        data = stages.DataFolders.from_outputs(folders)
+        if data.eval_labels_dir is None:
+            raise ConfigError("a study scores every row: it needs evaluation labels (data.eval_dir and data.eval_labels_dir)")
+        if TARGET_SUPERVISED in config.study.rows and data.train_hrT2_labels_dir is None:
+            raise ConfigError("the target-supervised row needs data.train_hrT2_labels_dir (truth of the training hrT2)")
+
+        trained: dict[str, Any] = {}
+        translated: dict[int, list[TranslatedCase]] = {}
+        if translator_rows(config.study.rows):
+            translators_key = stage_key(
+                {"translators": sorted(translator_key(config, r, s) for s in config.study.seeds for r in translator_rows(config.study.rows)),
+                 "score_slices": config.sweep.score_slices}
+            )  # fmt: skip
+            trained = pipeline.run("translators", translators_key, lambda: train_translators(config, tracker, parent))
+            for seed in config.study.seeds:
+                cases = pipeline.run(
+                    f"translate seed {seed}", stage_key({"translators": translators_key, "seed": seed}),
+                    lambda seed=seed: translate_seed(config, tracker, parent, seed, trained[str(seed)]),
+                )  # fmt: skip
+                translated[seed] = [TranslatedCase(c["case_id"], c["view"], Path(c["image"]), Path(c["label"])) for c in cases["cases"]]
+
+        segment_inputs = {"segment": result_settings(config, "segment"), "eval": folder_fingerprint(folders["eval_dir"])}
+
+        def one_row(row: str, seed: int) -> dict[str, Any]:
+            if row in REFERENCE_ROWS:
+                source = {"ingest": ingest_key} | reference_inputs(row, folders)
+            else:  # its own translators only: a row added to the study retrains no other row
+                source = {"translators": [translator_key(config, view, seed) for view in SEGMENTATION_ROWS[row]]}
+            key = stage_key(source | segment_inputs | {"row": row, "seed": seed, "views": SEGMENTATION_ROWS.get(row, ())})
+            body = lambda: train_row(config, tracker, parent, row, seed, translated.get(seed, []), data)  # noqa: E731
+            return pipeline.run(f"{row_title(row)} seed {seed}", key, body, work_dirs=[row_dir(config, row, seed)])
+
+        lanes = max(1, int(ray.cluster_resources().get("CPU", 1) // (1 + config.segment.augmentation_processes)))
+        jobs = [(row, seed) for seed in config.study.seeds for row in config.study.rows]
+        done = run_in_lanes([lambda job=job: one_row(*job) for job in jobs], lanes)
+        rows: dict[str, dict[int, dict[str, Any]]] = {row: {} for row in config.study.rows}
+        for (row, seed), outputs in zip(jobs, done):
+            rows[row][seed] = outputs
+
+        def table() -> dict[str, Any]:
+            with tracker.stage("table", parent, name="table") as run:
+                results = study_table(config, rows)
+                _, comma_separated = results.write(out / "results")
+                markdown = write_text_atomic(out / "results.md", readable_view(results).markdown())
+                files = [markdown, comma_separated, bar_chart(results, out / "dice.png")]
+                if trained:
+                    correlations = score_correlations(rows, cheap_scores(config, trained, translated, data))
+                    files += list(correlations.write(out / "cheap_scores"))
+                first_seed = config.study.seeds[0]
+                predictions = {row_title(r): Path(rows[r][first_seed]["eval_predictions"]) / ROI_FOLDER for r in config.study.rows}
+                files += stages.prediction_pictures(config, data, predictions, out)
+                for path in files:
+                    run.log_artifact(path)
+                    parent.log_artifact(path)
+            return {"table": str(markdown), "cheap_scores": str(out / "cheap_scores.md") if trained else None}
+
+        table_key = stage_key({"rows": {f"{r} {s}": rows[r][s].get("summary") for r in rows for s in rows[r]}, "labels": folder_fingerprint(folders["eval_labels_dir"])})
+        final = pipeline.run("table", table_key, table)
+        stage_table = pipeline.table()
+        parent.log_text(stage_table.markdown(), "stages.md")
+    correlations = Path(final["cheap_scores"]).read_text() if final.get("cheap_scores") else ""
+    return StudyResult(out, Path(final["table"]).read_text(), correlations, stage_table, parent.run_id, tracker.ui_hint())
