@@ -19,10 +19,12 @@ import json
 import logging
 import math
 import time
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
+from tanq_ray import console
 from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config, ConfigError
 from tanq_ray.data.shards import Manifest
@@ -121,6 +123,17 @@ def _table(config: Config, trials: list[TrialSpec], folder: Path, errors: Mappin
     return Table(columns, rows)
 
 
+@contextmanager
+def _tune_output_to_log() -> Iterator[None]:
+    """Under a quiet console, Tune's own printed lines (where its results are, TensorBoard) go to ``logs/tune.log``."""
+    terminal = console.active()
+    if terminal is None or terminal.verbose:
+        yield
+        return
+    with open(terminal.log_dir / "tune.log", "a") as log_file, redirect_stdout(log_file):
+        yield
+
+
 def _tuner(config: Config, trials: list[TrialSpec], folder: Path, run_id: str, concurrency: int) -> Any:
     """A new Tuner over the trials, or the restored one of an interrupted sweep."""
     from ray import tune
@@ -198,7 +211,8 @@ def run_planned_sweep(plan: SweepPlan, run: RunHandle) -> SweepResult:
     started = time.time()
     write_text_atomic(folder / SWEEP_FILE, json.dumps({"fingerprint": plan.fingerprint, "run_id": run.run_id, "trials": [t.name for t in trials]}, indent=1))
     log.info("sweep '%s': %d trials, %d at once; MLflow run %s", config.sweep.name, len(trials), plan.concurrency, run.run_id)
-    results = _tuner(config, trials, folder, run.run_id, plan.concurrency).fit()
+    with _tune_output_to_log():
+        results = _tuner(config, trials, folder, run.run_id, plan.concurrency).fit()
     wall = time.time() - started
     errors = {
         TrialSpec.from_dict(result.config["trial"]).name: f"{type(result.error).__name__}: {result.error}".splitlines()[0][:200]
