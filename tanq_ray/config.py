@@ -105,7 +105,18 @@ class TrainConfig(StrictModel):
         None, ge=16, multiple_of=4, description="train on random square crops of this many pixels of each slice (as the "
         "public code trains on random 256 crops), translate whole slices; unset, or not smaller than the slices = whole slices"
     )
+    load_size: int | None = Field(
+        None, ge=16, description="resize each training slice to this many pixels before the crop (the public code: 286 "
+        "before its 256 crops); unset = no resize"
+    )
+    flip: bool = Field(False, description="flip each training slice left-right at random, with its label (the public code does)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _crop_fits_the_resize(self) -> "TrainConfig":
+        if self.load_size is not None and (self.crop_size is None or self.crop_size > self.load_size):
+            raise ValueError(f"load_size {self.load_size} needs a crop_size of at most {self.load_size} (got {self.crop_size})")
+        return self
 
 
 class SegmentConfig(StrictModel):

@@ -28,7 +28,7 @@ CHANGES_RESULTS = frozenset(
         "phantom",  # the cohort itself when data.train_dir is unset
         "ingest.spacing", "ingest.crop_size", "ingest.image_size", "ingest.roi_shift_mm", "ingest.percentiles",
         "models",
-        "train.batch_size", "train.shuffle_buffer", "train.crop_size", "train.seed",
+        "train.batch_size", "train.shuffle_buffer", "train.crop_size", "train.load_size", "train.flip", "train.seed",
         "train.num_workers",  # data-parallel workers multiply the batch: another optimisation
         "segment.configurations", "segment.folds", "segment.epochs", "segment.iterations_per_epoch", "segment.batch_size",
         "segment.initial_lr", "segment.optimizer", "segment.network_width", "segment.views",

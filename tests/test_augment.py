@@ -1,4 +1,4 @@
-"""Random crops of translator training batches: one offset per slice, shared by a slice and its label."""
+"""Translator training augmentation: resize, random crops and flips, one draw per slice, shared by a slice and its label."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tanq_ray.config import ConfigError, load_config
-from tanq_ray.data.augment import random_crop
+from tanq_ray.data.augment import random_crop, random_flip, resize
 
 
 def _batch(count: int = 6, size: int = 20) -> dict[str, torch.Tensor]:
@@ -40,3 +40,32 @@ def test_crop_size_must_suit_the_generator() -> None:
     assert load_config(None, ["train.crop_size=48"]).train.crop_size == 48
     with pytest.raises(ConfigError, match="multiple of 4"):  # two stride-2 levels
         load_config(None, ["train.crop_size=50"])
+
+
+def test_resize_keeps_labels_as_labels_and_images_smooth() -> None:
+    label = torch.zeros(2, 8, 8, dtype=torch.long)
+    label[:, 2:4, 5] = 2  # a one-pixel-wide structure
+    batch = {"image": torch.linspace(0, 1, 8).repeat(2, 1, 8, 1), "label": label}
+    resized = resize(batch, 9)  # the public 256 -> 286 ratio, about 1.12
+    assert resized["image"].shape == (2, 1, 9, 9) and resized["label"].shape == (2, 9, 9)
+    assert resized["label"].dtype == torch.long and set(resized["label"].unique().tolist()) == {0, 2}
+    assert (resized["label"] == 2).sum() >= (label == 2).sum()  # upsampling keeps every labelled pixel
+    assert torch.all(resized["image"].diff(dim=-1) >= 0)  # a left-to-right ramp stays a ramp
+
+
+def test_flips_move_a_slice_and_its_label_together() -> None:
+    batch = _batch(count=32)
+    flipped = random_flip(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(flipped["image"][:, 0].long(), flipped["label"])
+    mirrored = [torch.equal(flipped["image"][i], batch["image"][i].flip(-1)) for i in range(32)]
+    assert 4 < sum(mirrored) < 28  # about half, each slice drawn on its own
+    kept = [i for i in range(32) if not mirrored[i]]
+    assert all(torch.equal(flipped["image"][i], batch["image"][i]) for i in kept)
+
+
+def test_a_resize_needs_a_crop_that_fits_it() -> None:
+    assert load_config(None, ["train.load_size=286", "train.crop_size=256"]).train.load_size == 286
+    with pytest.raises(ConfigError, match="load_size"):
+        load_config(None, ["train.load_size=240", "train.crop_size=256"])
+    with pytest.raises(ConfigError, match="load_size"):
+        load_config(None, ["train.load_size=286"])

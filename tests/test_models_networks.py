@@ -32,12 +32,16 @@ def test_public_single_channel_parameter_counts():
 def test_model_parameter_counts_at_paper_settings():
     tanq = build_model("tanq", TanqConfig())
     counts = tanq.parameter_counts()
-    # ResNet-9 + SegDecoder (2 transposed convs + 7x7 conv to 3 classes: 378,243)
+    # ResNet-6 + SegDecoder (2 transposed convs + 7x7 conv to 3 classes: 378,243)
     # + region affine: (weight, bias) for {others, cochlea} on 5,248 target-aware normalised channels (20,992)
-    assert counts == {"G": 11_764_868, "D": 2_762_689, "F": 559_872}
+    # = 8,218,244: the paper's 8.219M (the default block count is chosen to match it)
+    assert counts == {"G": 8_218_244, "D": 2_762_689, "F": 559_872}
     assert tanq.generator_parameters_count() == counts["G"]
-    qs_attn = build_model("tanq", TanqConfig(encoder_norm="in", decoder_norm="in", segdecoder=False))
-    assert qs_attn.generator_parameters_count() == 11_365_633
+    resnet9 = build_model("tanq", TanqConfig(n_blocks=9))
+    # three more residual blocks of 1,182,208: two 3x3 convs 256 -> 256 (1,180,160) + their norms' region affine (2,048)
+    assert resnet9.generator_parameters_count() == 8_218_244 + 3 * 1_182_208 == 11_764_868
+    qs_attn = build_model("tanq", TanqConfig(n_blocks=9, encoder_norm="in", decoder_norm="in", segdecoder=False))
+    assert qs_attn.generator_parameters_count() == 11_365_633  # the public QS-Attn / CUT ResNet-9
     cyclegan = build_model("cyclegan", CycleGANConfig())
     assert cyclegan.parameter_counts() == {"G_A": 11_365_633, "G_B": 11_365_633, "D_A": 2_762_689, "D_B": 2_762_689}
 

@@ -45,7 +45,10 @@ class TanqConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     ngf: int = Field(64, ge=1, description="generator width")
     ndf: int = Field(64, ge=1, description="discriminator width")
-    n_blocks: int = Field(9, ge=1, description="ResNet blocks in the generator")
+    n_blocks: int = Field(
+        6, ge=1, description="ResNet blocks in the generator: 6 gives the paper's 8.219M TANQ generator "
+        "(docs/translators.md, 'Parameter counts'); 9 is the public CUT/QS-Attn default",
+    )
     n_layers_d: int = Field(3, ge=1, description="PatchGAN strided layers (3 = 70x70 receptive field)")
     encoder_norm: Literal["in", "rn"] = Field(
         "rn", description="in: instance norm; rn: region norm over {cochlea, others} (eq. 1-3)"

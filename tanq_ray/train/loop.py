@@ -27,7 +27,7 @@ import ray.train.torch
 import torch
 
 from tanq_ray.config import Config
-from tanq_ray.data.augment import random_crop
+from tanq_ray.data.augment import random_crop, random_flip, resize
 from tanq_ray.data.readers import SliceCollate
 from tanq_ray.models.base import Batch, TranslatorModel
 from tanq_ray.models.registry import build_model
@@ -72,7 +72,8 @@ def _run_epoch(
 ) -> tuple[dict[str, float], Batch]:
     """One pass over this worker's ceT1 shard: mean losses, steps, seconds spent waiting for data; the last batch.
 
-    With ``train.crop_size`` smaller than the slices, both batches are cut to random crops drawn from ``crops``.
+    Both batches are augmented as ``train.load_size``, ``crop_size`` and ``flip`` say
+    (:mod:`tanq_ray.data.augment`), with random draws from ``crops``.
     """
     train = config.train
     buffer = train.shuffle_buffer
@@ -90,8 +91,12 @@ def _run_epoch(
         if batch is None:
             break
         target_batch = next(targets)
+        if train.load_size is not None:
+            batch, target_batch = (resize(b, train.load_size) for b in (batch, target_batch))
         if train.crop_size is not None and train.crop_size < batch["image"].shape[-1]:
             batch, target_batch = (random_crop(b, train.crop_size, crops) for b in (batch, target_batch))
+        if train.flip:
+            batch, target_batch = (random_flip(b, crops) for b in (batch, target_batch))
         waiting += time.perf_counter() - start
         last: Batch = {"source": batch["image"], "source_label": batch["label"], "target": target_batch["image"]}
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=train.use_gpu and train.bf16):
