@@ -86,8 +86,14 @@ class RunHandle:
         self.client.log_text(self.run_id, text, artifact_file)
 
     def log_image(self, pixels: Any, key: str, step: int) -> None:
-        """An ``(H, W, 3)`` uint8 picture in MLflow's image history: same ``key`` in every run, one entry per ``step``."""
+        """An ``(H, W, 3)`` uint8 picture in MLflow's image history: same ``key`` in every run, one entry per ``step``.
+
+        The newest picture of each key is also the run's top-level ``<key>.png``:
+        MLflow's compare view lists only top-level files that both runs have, and
+        shows them side by side.
+        """
         self.client.log_image(self.run_id, pixels, key=key, step=step, synchronous=True)
+        self.client.log_image(self.run_id, pixels, artifact_file=f"{key}.png")
 
 
 def _param_text(value: Any) -> str:
