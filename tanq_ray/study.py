@@ -114,8 +114,10 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> di
     The ledger (``translators.json``) maps :func:`translator_key` to the
     generator and its structure score, so a study that gains a row or a seed
     trains only what is new, and one whose translator settings changed
-    retrains. A sweep that was interrupted resumes (same missing set, same
-    sweep name: :func:`translators_config`).
+    retrains. Finished translators enter the ledger even when the sweep
+    fails or is interrupted, so nothing that finished trains again; an
+    unfinished one resumes from its checkpoint when the next sweep has the same
+    missing set (same name, :func:`translators_config`).
     """
     ledger_path = study_dir(config) / LEDGER_FILE
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
@@ -129,15 +131,18 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> di
         )
         plan = plan_sweep(sweep_config)
         tags = {"sweep": sweep_config.sweep.name}
-        with tracker.stage("sweep", parent, name="translators", tags=tags, resume_run_id=plan.resume_run_id) as run:
-            result = run_planned_sweep(plan, run)
-        for trial in plan.trials:
-            record = read_trial_record(trial_dir(result.folder, trial))
-            ledger[translator_key(config, trial.row, int(trial.overrides["train.seed"]))] = {
-                "generator": str(trial_generator(result.folder, trial)),
-                "structure_score": record["metrics"].get("structure_score"),
-            }
-        write_text_atomic(ledger_path, json.dumps(ledger, indent=1))
+        try:
+            with tracker.stage("sweep", parent, name="translators", tags=tags, resume_run_id=plan.resume_run_id) as run:
+                run_planned_sweep(plan, run)
+        finally:  # also after a failure or an interrupt: what finished is never trained again, whatever the next sweep is
+            for trial in plan.trials:
+                metrics = read_trial_record(trial_dir(plan.folder, trial)).get("metrics")
+                if metrics is not None:
+                    ledger[translator_key(config, trial.row, int(trial.overrides["train.seed"]))] = {
+                        "generator": str(trial_generator(plan.folder, trial)),
+                        "structure_score": metrics.get("structure_score"),
+                    }
+            write_text_atomic(ledger_path, json.dumps(ledger, indent=1))
     return {str(seed): {row: ledger[keys[(row, seed)]] for row in rows} for seed in seeds}
 
 
