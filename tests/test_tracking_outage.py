@@ -58,9 +58,11 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     for key, value in FAIL_FAST.items():  # an unreachable server fails a call at once instead of after minutes
         monkeypatch.setenv(key, value)
     running = Server(tmp_path)
-    running.start()
-    yield running
-    running.stop()
+    try:
+        running.start()  # inside: a server that never answers is stopped too, not left behind
+        yield running
+    finally:
+        running.stop()
 
 
 def test_records_logged_during_an_outage_arrive_after_it(server: Server, tmp_path: Path) -> None:
