@@ -257,7 +257,7 @@ def translate_outputs(
 ) -> dict[str, Any]:
     truth = folders.get("train_hrT2_labels_dir")
     result = translate_stage(config, tracker, parent, {view: Path(path) for view, path in generators.items()}, None if truth is None else Path(truth))
-    return {"cases": [{"case_id": c.case_id, "view": c.view, "image": str(c.image), "label": str(c.label)} for c in result.cases]}
+    return {"cases": [case.to_json() for case in result.cases]}
 
 
 def segment_round_stage(
@@ -271,7 +271,7 @@ def segment_round_stage(
         if index > 0:
             previous = load_segmenter(round_dir(config, index - 1))
             cases += pseudo_labelled_cases(previous, config, index, hrT2_rois(config, "hrT2", folders.train_dir))
-        result = _train_row(config, tracker, run, round_dir(config, index), cases, folders)
+        result = train_and_log_row(config, tracker, run, round_dir(config, index), cases, folders)
     return result
 
 
@@ -280,11 +280,11 @@ def reference_row_stage(config: Config, tracker: Tracker, parent: RunHandle, row
     with tracker.stage("segment", parent, tags={"row": row}, name=f"segment-{row}", params=config.section_params("segment")) as run:
         ensure_ray(config)
         cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
-        result = _train_row(config, tracker, run, reference_dir(config, row), cases, folders)
+        result = train_and_log_row(config, tracker, run, reference_dir(config, row), cases, folders)
     return result
 
 
-def _train_row(
+def train_and_log_row(
     config: Config, tracker: Tracker, run: RunHandle, folder: Path, cases: list[TrainingCase], folders: DataFolders
 ) -> RowResult:
     """Train and score one row in ``folder``; log its counts, cross-validation Dice and scores to ``run``."""
@@ -315,7 +315,7 @@ def row_outputs(result: RowResult) -> dict[str, Any]:
 def segment_round_outputs(
     config: Config, tracker: Tracker, parent: RunHandle, index: int, translated: dict[str, Any], folders: dict[str, str | None]
 ) -> dict[str, Any]:
-    cases = [TranslatedCase(c["case_id"], c["view"], Path(c["image"]), Path(c["label"])) for c in translated["cases"]]
+    cases = [TranslatedCase.from_json(case) for case in translated["cases"]]
     return row_outputs(segment_round_stage(config, tracker, parent, index, cases, DataFolders.from_outputs(folders)))
 
 

@@ -40,20 +40,18 @@ from scipy import stats
 from tanq_ray import stage_keys, stages
 from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config, ConfigError, SweepConfig
-from tanq_ray.evaluate import comparison_table, readable_view
+from tanq_ray.evaluate import comparison_table, readable_view, summarize
 from tanq_ray.evaluate.contrast import contrast_gaps, mean_contrasts
 from tanq_ray.io_utils import atomic_path, write_text_atomic
 from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS
 from tanq_ray.pipeline import Pipeline, reference_inputs, run_in_lanes
-from tanq_ray.run_ref import RunRef
 from tanq_ray.segment.roi_volumes import ROI_FOLDER
-from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, hrT2_rois, multi_view_cases, reference_cases, train_and_score
+from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, hrT2_rois, multi_view_cases, reference_cases
 from tanq_ray.setting_kinds import folder_fingerprint, result_settings
-from tanq_ray.stage_keys import stage_key
+from tanq_ray.stage_keys import stage_key, train_key
 from tanq_ray.tables import Table
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.translate import TranslatedCase, translate_cohort
-from tanq_ray.stage_keys import train_key
 from tanq_ray.tune.space import TrialSpec, trial_config
 from tanq_ray.tune.sweep import plan_sweep, run_planned_sweep
 from tanq_ray.tune.trial import read_trial_record, trial_dir
@@ -158,7 +156,7 @@ def translate_seed(config: Config, tracker: Tracker, parent: RunHandle, seed: in
         generators = {row: Path(entry["generator"]) for row, entry in trained.items()}
         result = translate_cohort(config.stage_dir("ingest"), generators, seed_dir(config, seed) / "translate", use_gpu=config.train.use_gpu or None)
         run.log_metrics({"volumes": result.volumes, "seconds": result.seconds})
-    return {"cases": [{"case_id": c.case_id, "view": c.view, "image": str(c.image), "label": str(c.label)} for c in result.cases]}
+    return {"cases": [case.to_json() for case in result.cases]}
 
 
 def train_row(
@@ -172,12 +170,7 @@ def train_row(
             cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
         else:
             cases = multi_view_cases(translated, SEGMENTATION_ROWS[row])
-        eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
-        result = train_and_score(config.segment, row_dir(config, row, seed), cases, eval_rois, folders.eval_labels_dir, RunRef.of(run, tracker.uri))
-        run.log_metrics({"training_cases": len(cases)})
-        if result.evaluation is not None:
-            run.log_metrics({k: v for k, v in result.evaluation.summary.items() if isinstance(v, (int, float))})
-            run.log_artifact(result.evaluation.per_case_path)
+        result = stages.train_and_log_row(config, tracker, run, row_dir(config, row, seed), cases, folders)
     return stages.row_outputs(result)
 
 
@@ -186,13 +179,18 @@ def per_seed_cases(outputs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     return [row | {"case_id": f"{row['case_id']} seed {seed}"} for seed, out in outputs.items() for row in out.get("per_case") or []]
 
 
+def study_runs(rows: dict[str, dict[int, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Each scored row's per-case results over seeds, by its table name."""
+    runs = {row_title(row): per_seed_cases(outputs) for row, outputs in rows.items()}
+    return {name: cases for name, cases in runs.items() if cases}
+
+
 def study_table(config: Config, rows: dict[str, dict[int, dict[str, Any]]]) -> Table:
     """Table 2: mean ± std over seeds and cases per row, gap closed between the reference rows, p against ``compare_to``.
 
     p-values are paired t-tests of per-case mean Dice, paired by case and seed.
     """
-    runs = {row_title(row): per_seed_cases(outputs) for row, outputs in rows.items()}
-    runs = {name: cases for name, cases in runs.items() if cases}
+    runs = study_runs(rows)
     reference = row_title(config.study.compare_to)
     bounds = (SOURCE_ONLY, TARGET_SUPERVISED) if {SOURCE_ONLY, TARGET_SUPERVISED} <= set(runs) else None
     return comparison_table(runs, reference=reference if reference in runs else None, bounds=bounds)
@@ -236,20 +234,21 @@ def score_correlations(rows: dict[str, dict[int, dict[str, Any]]], scores: dict[
     return Table(["score", "spearman_rho", "p", "points"], table_rows)
 
 
-def bar_chart(table: Table, path: Path) -> Path:
-    """Mean Dice (VS, cochlea, mean) per row with the std over seeds and cases as error bars."""
+def bar_chart(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Mean Dice (VS, cochlea, mean) per row of :func:`study_runs`, one std over seeds and cases as error bars."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(max(6.0, 1.1 * len(table.rows)), 4.0))
+    summaries = [summarize(cases) for cases in runs.values()]
+    figure = Figure(figsize=(max(6.0, 1.1 * len(runs)), 4.0))
     axes = figure.add_subplot()
     width = 0.27
-    positions = np.arange(len(table.rows))
+    positions = np.arange(len(runs))
     for offset, (metric, label) in enumerate((("dice_vs", "VS"), ("dice_cochlea", "cochlea"), ("dice_mean", "mean"))):
-        means = [row[metric] for row in table.rows]
-        stds = [_std(row, metric) for row in table.rows]
+        means = [summary[metric] for summary in summaries]
+        stds = [summary[f"{metric}_std"] for summary in summaries]
         axes.bar(positions + (offset - 1) * width, means, width, yerr=stds, capsize=2, label=label)
-    axes.set_xticks(positions, [row["run"] for row in table.rows], rotation=30, ha="right")
+    axes.set_xticks(positions, list(runs), rotation=30, ha="right")
     axes.set_ylabel("Dice")
     axes.set_ylim(0, 1)
     axes.legend(loc="upper left", ncols=3)
@@ -258,14 +257,6 @@ def bar_chart(table: Table, path: Path) -> Path:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     return path
-
-
-def _std(row: dict[str, Any], metric: str) -> float:
-    """The std of a "mean ± std" cell of :func:`comparison_table`."""
-    from tanq_ray.evaluate.statistics import TABLE_METRICS
-
-    cell = row[TABLE_METRICS[metric]]
-    return float(cell.split("±")[1]) if cell and "±" in cell else 0.0
 
 
 @dataclass(frozen=True)
@@ -318,7 +309,7 @@ def run_study(config: Config) -> StudyResult:
                     f"translate seed {seed}", stage_key({"translators": translators_key, "seed": seed}),
                     lambda seed=seed: translate_seed(config, tracker, parent, seed, trained[str(seed)]),
                 )  # fmt: skip
-                translated[seed] = [TranslatedCase(c["case_id"], c["view"], Path(c["image"]), Path(c["label"])) for c in cases["cases"]]
+                translated[seed] = [TranslatedCase.from_json(case) for case in cases["cases"]]
 
         segment_inputs = {"segment": result_settings(config, "segment"), "eval": folder_fingerprint(folders["eval_dir"])}
 
@@ -343,7 +334,7 @@ def run_study(config: Config) -> StudyResult:
                 results = study_table(config, rows)
                 _, comma_separated = results.write(out / "results")
                 markdown = write_text_atomic(out / "results.md", readable_view(results).markdown())
-                files = [markdown, comma_separated, bar_chart(results, out / "dice.png")]
+                files = [markdown, comma_separated, bar_chart(study_runs(rows), out / "dice.png")]
                 if trained:
                     correlations = score_correlations(rows, cheap_scores(config, trained, translated, data))
                     files += list(correlations.write(out / "cheap_scores"))

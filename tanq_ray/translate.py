@@ -101,6 +101,14 @@ class TranslatedCase:
     label: Path
     """The source ceT1 label, copied unchanged."""
 
+    def to_json(self) -> dict[str, str]:
+        """As a stage record holds it."""
+        return {"case_id": self.case_id, "view": self.view, "image": str(self.image), "label": str(self.label)}
+
+    @classmethod
+    def from_json(cls, record: dict[str, str]) -> "TranslatedCase":
+        return cls(record["case_id"], record["view"], Path(record["image"]), Path(record["label"]))
+
 
 @dataclass(frozen=True)
 class TranslateResult:
