@@ -221,6 +221,17 @@ class SweepConfig(StrictModel):
     downstream: bool = Field(
         False, description="also train nnUNet (segment.*) on each trial's translations and score the labelled evaluation hrT2"
     )
+    rank_by: Literal["structure_score", "vs_contrast_gap", "cochlea_contrast_gap", "dice_mean"] | None = Field(
+        None,
+        description="what orders the table, best first: unset = dice_mean with downstream, else structure_score; "
+        "a contrast gap (lowest first) needs labelled evaluation hrT2 (docs/study.md, 'Which cheap score predicts Dice')",
+    )
+
+    @model_validator(mode="after")
+    def _dice_needs_downstream(self) -> "SweepConfig":
+        if self.rank_by == "dice_mean" and not self.downstream:
+            raise ValueError("rank_by 'dice_mean' needs downstream: true (nnUNet on each trial's translations)")
+        return self
 
     @field_validator("rows")
     @classmethod

@@ -41,12 +41,11 @@ from tanq_ray import stage_keys, stages
 from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config, ConfigError, SweepConfig
 from tanq_ray.evaluate import comparison_table, readable_view, summarize
-from tanq_ray.evaluate.contrast import contrast_gaps, mean_contrasts
 from tanq_ray.io_utils import atomic_path, write_text_atomic
 from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS
 from tanq_ray.pipeline import Pipeline, reference_inputs, run_in_lanes
 from tanq_ray.segment.roi_volumes import ROI_FOLDER
-from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, hrT2_rois, multi_view_cases, reference_cases
+from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, multi_view_cases, reference_cases
 from tanq_ray.setting_kinds import folder_fingerprint, result_settings
 from tanq_ray.stage_keys import stage_key, train_key
 from tanq_ray.tables import Table
@@ -110,7 +109,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> di
     """Each needed translator row for each seed, from the ledger when trained before, else trained by one sweep.
 
     The ledger (``translators.json``) maps :func:`translator_key` to the
-    generator and its structure score, so a study that gains a row or a seed
+    generator and its trial's cheap scores (structure score, contrast gaps), so a study that gains a row or a seed
     trains only what is new, and one whose translator settings changed
     retrains. Finished translators enter the ledger even when the sweep
     fails or is interrupted, so nothing that finished trains again; an
@@ -138,8 +137,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> di
                 if metrics is not None:
                     ledger[translator_key(config, trial.row, int(trial.overrides["train.seed"]))] = {
                         "generator": str(trial_generator(plan.folder, trial)),
-                        "structure_score": metrics.get("structure_score"),
-                    }
+                    } | {score: metrics.get(score) for score in CHEAP_SCORES}
             write_text_atomic(ledger_path, json.dumps(ledger, indent=1))
     return {str(seed): {row: ledger[keys[(row, seed)]] for row in rows} for seed in seeds}
 
@@ -196,18 +194,13 @@ def study_table(config: Config, rows: dict[str, dict[int, dict[str, Any]]]) -> T
     return comparison_table(runs, reference=reference if reference in runs else None, bounds=bounds)
 
 
-def cheap_scores(config: Config, trained: dict[str, dict[str, Any]], translated: dict[int, list[TranslatedCase]], folders: stages.DataFolders) -> dict[tuple[str, int], dict[str, float]]:
-    """Per (translator row, seed): the structure score and the VS / cochlea contrast gaps against the labelled evaluation hrT2."""
-    real = hrT2_rois(config, "eval_truth", folders.eval_dir, folders.eval_labels_dir)
-    real_contrast = mean_contrasts((case.image, case.label) for case in real if case.label is not None)
-    scores: dict[tuple[str, int], dict[str, float]] = {}
-    for seed, cases in translated.items():
-        for translator, entry in trained[str(seed)].items():
-            views = [(c.image, c.label) for c in cases if c.view == translator]
-            score = entry.get("structure_score")
-            gaps = contrast_gaps(mean_contrasts(views), real_contrast)
-            scores[(translator, seed)] = {"structure_score": math.nan if score is None else float(score)} | gaps
-    return scores
+def cheap_scores(trained: dict[str, dict[str, Any]]) -> dict[tuple[str, int], dict[str, float]]:
+    """Per (translator row, seed): the cheap scores its sweep trial measured (NaN where it measured none)."""
+    return {
+        (translator, int(seed)): {name: math.nan if entry.get(name) is None else float(entry[name]) for name in CHEAP_SCORES}
+        for seed, per_row in trained.items()
+        for translator, entry in per_row.items()
+    }
 
 
 def score_correlations(rows: dict[str, dict[int, dict[str, Any]]], scores: dict[tuple[str, int], dict[str, float]]) -> Table:
@@ -336,7 +329,7 @@ def run_study(config: Config) -> StudyResult:
                 markdown = write_text_atomic(out / "results.md", readable_view(results).markdown())
                 files = [markdown, comma_separated, bar_chart(study_runs(rows), out / "dice.png")]
                 if trained:
-                    correlations = score_correlations(rows, cheap_scores(config, trained, translated, data))
+                    correlations = score_correlations(rows, cheap_scores(trained))
                     files += list(correlations.write(out / "cheap_scores"))
                 first_seed = config.study.seeds[0]
                 predictions = {row_title(r): Path(rows[r][first_seed]["eval_predictions"]) / ROI_FOLDER for r in config.study.rows}

@@ -19,7 +19,7 @@ from tanq_ray.cli import main
 from tanq_ray.config import ConfigError, load_config
 from tanq_ray.tune.space import plan_trials, trial_config
 from tanq_ray.tune.structure import structure_band, structure_score
-from tanq_ray.tune.sweep import concurrent_trials, run_sweep
+from tanq_ray.tune.sweep import concurrent_trials, rank_metric, rank_order, reference_contrast, run_sweep
 
 TINY_MODEL = [
     "models.tanq.ngf=8", "models.tanq.ndf=8", "models.tanq.n_blocks=2", "models.tanq.nce_layers=[0,4,8,12,13]",
@@ -81,6 +81,29 @@ def test_concurrency_leaves_half_a_cpu_per_trial_for_its_data() -> None:
     assert concurrent_trials(load_config(None, ["train.num_workers=2"]), {"CPU": 2.0}, 6) == 1
     assert concurrent_trials(load_config(None, ["train.use_gpu=true"]), {"CPU": 16.0, "GPU": 4.0}, 6) == 4
     assert concurrent_trials(load_config(None, ["sweep.max_concurrent_trials=3"]), {"CPU": 64.0}, 6) == 3
+
+
+def test_trials_rank_highest_score_or_lowest_contrast_gap_first_and_unmeasured_last() -> None:
+    rows = [
+        {"trial": "a", "structure_score": 0.6, "cochlea_contrast_gap": 0.4},
+        {"trial": "b", "structure_score": 0.8, "cochlea_contrast_gap": float("nan")},
+        {"trial": "c", "structure_score": 0.7, "cochlea_contrast_gap": 0.1},
+        {"trial": "d"},
+    ]
+    assert [r["trial"] for r in rank_order(rows, "structure_score")] == ["b", "c", "a", "d"]
+    assert [r["trial"] for r in rank_order(rows, "cochlea_contrast_gap")] == ["c", "a", "b", "d"]
+    assert rank_metric(load_config(None, [])) == "structure_score"
+    assert rank_metric(load_config(None, ["sweep.downstream=true"])) == "dice_mean"
+    assert rank_metric(load_config(None, ["sweep.rank_by=vs_contrast_gap"])) == "vs_contrast_gap"
+    with pytest.raises(ConfigError, match="needs downstream"):
+        load_config(None, ["sweep.rank_by=dice_mean"])
+
+
+def test_ranking_by_a_contrast_gap_without_labelled_real_hrT2_is_refused_before_training(tmp_path: Path) -> None:
+    overrides = [f"output_dir={tmp_path}", "phantom.cases=1", "phantom.eval_cases=0", "phantom.size=48"]
+    assert reference_contrast(load_config(None, overrides)) is None  # nothing to compare with: no gaps, no error
+    with pytest.raises(ConfigError, match="rank_by 'cochlea_contrast_gap'.*data.eval_labels_dir"):
+        reference_contrast(load_config(None, [*overrides, "sweep.rank_by=cochlea_contrast_gap"]))
 
 
 def _disc(shift: int = 0) -> torch.Tensor:

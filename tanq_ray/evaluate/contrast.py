@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -44,20 +44,24 @@ def structure_contrast(image: np.ndarray, label: np.ndarray, value: int, ring_vo
     return float(z[inside].mean() - z[ring].mean())
 
 
-def mean_contrasts(volumes: Iterable[tuple[Path, Path]]) -> dict[str, float]:
-    """Mean :func:`structure_contrast` per structure (``{"vs": .., "cochlea": ..}``) over ``(image, label)`` files.
+def mean_contrasts(volumes: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """Mean :func:`structure_contrast` per structure (``{"vs": .., "cochlea": ..}``) over ``(image, label)`` arrays.
 
     Volumes without a structure do not count for it; NaN when none has it.
     """
     values: dict[str, list[float]] = {name: [] for name in METRIC_NAMES.values()}
-    for image_path, label_path in volumes:
-        image = np.asarray(nib.load(str(image_path)).dataobj, dtype=np.float32)
-        label = np.asarray(nib.load(str(label_path)).dataobj)
+    for image, label in volumes:
         for value, name in METRIC_NAMES.items():
             contrast = structure_contrast(image, label, value)
             if not math.isnan(contrast):
                 values[name].append(contrast)
     return {name: float(np.mean(found)) if found else math.nan for name, found in values.items()}
+
+
+def read_volumes(files: Iterable[tuple[Path, Path]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(image, label)`` NIfTI file pairs -> ``(image, label)`` arrays, one pair at a time."""
+    for image_path, label_path in files:
+        yield np.asarray(nib.load(str(image_path)).dataobj, dtype=np.float32), np.asarray(nib.load(str(label_path)).dataobj)
 
 
 def contrast_gaps(translated: dict[str, float], real: dict[str, float]) -> dict[str, float]:

@@ -32,7 +32,9 @@ from tanq_ray.io_utils import write_text_atomic
 from tanq_ray.tables import Table
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.train.launcher import check_resources, model_tags
-from tanq_ray.tune.downstream import DOWNSTREAM_METRICS
+from tanq_ray.evaluate.contrast import mean_contrasts, read_volumes
+from tanq_ray.self_training import hrT2_rois
+from tanq_ray.tune.downstream import DOWNSTREAM_METRICS, evaluation_folders
 from tanq_ray.tune.space import TrialSpec, plan_trials, trial_config
 from tanq_ray.tune.trial import read_trial_record, run_trial, trial_dir
 
@@ -61,9 +63,42 @@ class SweepResult:
     trial_seconds: float  # sum over the trials run by this invocation
 
 
+LOWER_IS_BETTER = frozenset({"vs_contrast_gap", "cochlea_contrast_gap"})
+CONTRAST_GAPS = ("vs_contrast_gap", "cochlea_contrast_gap")
+
+
 def rank_metric(config: Config) -> str:
-    """Trials are ranked by downstream mean Dice when the sweep computes it, else by the structure score."""
+    """``sweep.rank_by``; unset: downstream mean Dice when the sweep computes it, else the structure score."""
+    if config.sweep.rank_by is not None:
+        return config.sweep.rank_by
     return "dice_mean" if config.sweep.downstream else "structure_score"
+
+
+def rank_order(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """``rows`` best first by ``metric`` (lowest first for a contrast gap); rows without it (or NaN) last."""
+
+    def badness(row: dict[str, Any]) -> float:
+        value = row.get(metric)
+        if value is None or math.isnan(value):
+            return math.inf
+        return value if metric in LOWER_IS_BETTER else -value
+
+    return sorted(rows, key=badness)
+
+
+def reference_contrast(config: Config) -> dict[str, float] | None:
+    """VS / cochlea contrast of the labelled evaluation hrT2 (their ROI volumes), what trials' contrast gaps compare to; None without labels."""
+    folders = evaluation_folders(config)
+    if folders is None:
+        if config.sweep.rank_by in LOWER_IS_BETTER:
+            raise ConfigError(
+                f"sweep.rank_by '{config.sweep.rank_by}' compares translations with labelled real hrT2: "
+                "set data.eval_dir and data.eval_labels_dir"
+            )
+        return None
+    eval_dir, labels_dir = folders
+    rois = hrT2_rois(config, "eval_truth", eval_dir, labels_dir)
+    return mean_contrasts(read_volumes((roi.image, roi.label) for roi in rois if roi.label is not None))
 
 
 def sweep_dir(config: Config) -> Path:
@@ -113,14 +148,13 @@ def _table(config: Config, trials: list[TrialSpec], folder: Path, errors: Mappin
         status = "finished" if metrics else (f"error: {errors[trial.name]}" if trial.name in errors else "not finished")
         tags = model_tags(trial_config(config, trial))
         rows.append({"trial": trial.name, "row": trial.row} | tags | trial.overrides | metrics | {"status": status})
-    rank = rank_metric(config)
-    rows.sort(key=lambda row: -row.get(rank, -math.inf))
     downstream = list(DOWNSTREAM_METRICS) if config.sweep.downstream else []
+    gaps = [gap for gap in CONTRAST_GAPS if any(gap in row for row in rows)]
     columns = [
         "trial", "row", "model", "norm", "segdecoder", "patch_select", *axes,
-        *downstream, "structure_score", "structure_score_head", "loss_G", "train_seconds", "attempts", "status",
+        *downstream, "structure_score", "structure_score_head", *gaps, "loss_G", "train_seconds", "attempts", "status",
     ]  # fmt: skip; every loss is in each trial's MLflow run
-    return Table(columns, rows)
+    return Table(columns, rank_order(rows, rank_metric(config)))
 
 
 @contextmanager
@@ -134,7 +168,9 @@ def _tune_output_to_log() -> Iterator[None]:
         yield
 
 
-def _tuner(config: Config, trials: list[TrialSpec], folder: Path, run_id: str, concurrency: int) -> Any:
+def _tuner(
+    config: Config, trials: list[TrialSpec], folder: Path, run_id: str, concurrency: int, contrast: dict[str, float] | None
+) -> Any:
     """A new Tuner over the trials, or the restored one of an interrupted sweep."""
     from ray import tune
 
@@ -150,6 +186,7 @@ def _tuner(config: Config, trials: list[TrialSpec], folder: Path, run_id: str, c
             "trial": tune.grid_search([trial.to_dict() for trial in trials]),
             "sweep_dir": str(folder.resolve()),
             "sweep_run_id": run_id,
+            "reference_contrast": contrast,
         },
         tune_config=tune.TuneConfig(
             max_concurrent_trials=concurrency,
@@ -175,6 +212,7 @@ class SweepPlan:
     fingerprint: str
     resume_run_id: str | None  # the MLflow run of an interrupted invocation, reopened
     concurrency: int
+    reference_contrast: dict[str, float] | None  # labelled real hrT2's, for the trials' contrast gaps
 
 
 def plan_sweep(config: Config) -> SweepPlan:
@@ -187,6 +225,7 @@ def plan_sweep(config: Config) -> SweepPlan:
     folder = sweep_dir(config)
     fingerprint = _fingerprint(config, trials)
     state = _check_resumable(folder, fingerprint)
+    contrast = reference_contrast(config)
     ensure_ray(config)
     for trial_settings in trial_configs:
         check_resources(trial_settings)
@@ -194,7 +233,7 @@ def plan_sweep(config: Config) -> SweepPlan:
     # trials run in Ray workers elsewhere: hand them the resolved URI (a relative SQLite path would move)
     uri = Tracker(config).uri
     config = config.model_copy(update={"tracking": config.tracking.model_copy(update={"tracking_uri": uri})})
-    return SweepPlan(config, trials, folder, fingerprint, state.get("run_id"), concurrency)
+    return SweepPlan(config, trials, folder, fingerprint, state.get("run_id"), concurrency, contrast)
 
 
 def run_sweep(config: Config) -> SweepResult:
@@ -212,7 +251,7 @@ def run_planned_sweep(plan: SweepPlan, run: RunHandle) -> SweepResult:
     write_text_atomic(folder / SWEEP_FILE, json.dumps({"fingerprint": plan.fingerprint, "run_id": run.run_id, "trials": [t.name for t in trials]}, indent=1))
     log.info("sweep '%s': %d trials, %d at once; MLflow run %s", config.sweep.name, len(trials), plan.concurrency, run.run_id)
     with _tune_output_to_log():
-        results = _tuner(config, trials, folder, run.run_id, plan.concurrency).fit()
+        results = _tuner(config, trials, folder, run.run_id, plan.concurrency, plan.reference_contrast).fit()
     wall = time.time() - started
     errors = {
         TrialSpec.from_dict(result.config["trial"]).name: f"{type(result.error).__name__}: {result.error}".splitlines()[0][:200]

@@ -54,7 +54,12 @@ def trial_tags(config: Config, trial: TrialSpec, sweep_name: str) -> dict[str, s
 
 
 def run_trial(params: dict[str, Any]) -> None:
-    """Ray Tune function trainable (``params``: ``base``, ``trial``, ``sweep_dir``, ``sweep_run_id``)."""
+    """Ray Tune function trainable.
+
+    ``params``: ``base`` (config), ``trial`` (spec), ``sweep_dir``, ``sweep_run_id``
+    and ``reference_contrast`` (labelled real hrT2's VS / cochlea contrast, or
+    None: no contrast gaps).
+    """
     base = Config.model_validate(params["base"])
     trial = TrialSpec.from_dict(params["trial"])
     config = trial_config(base, trial)
@@ -69,15 +74,17 @@ def run_trial(params: dict[str, Any]) -> None:
     tracker = Tracker(config)
     parent = RunHandle(tracker.client, params["sweep_run_id"], tracker.experiment_id)
     tags = trial_tags(config, trial, base.sweep.name)
-    params = translator_params(config) | (config.section_params("segment") if base.sweep.downstream else {})
-    with tracker.stage("trial", parent, tags=tags, name=trial.name, resume_run_id=record.get("run_id"), params=params) as run:
+    logged = translator_params(config) | (config.section_params("segment") if base.sweep.downstream else {})
+    with tracker.stage("trial", parent, tags=tags, name=trial.name, resume_run_id=record.get("run_id"), params=logged) as run:
         record["run_id"] = run.run_id
         _write_record(folder, record)
         result = launch_training(
             config, RunRef.of(run, tracker.uri), run_dir=folder, callbacks=[TuneReportCallback()], log_name=f"trial-{trial.name}"
         )
         train_seconds = time.time() - started
-        scores = score_translator(result.generator, config.stage_dir("ingest"), base.sweep.score_slices)
+        scores = score_translator(
+            result.generator, config.stage_dir("ingest"), base.sweep.score_slices, params.get("reference_contrast")
+        )
         if base.sweep.downstream:
             logging_to = RunRef.of(run, tracker.uri)
             scores |= downstream_scores_outside_trial(config, trial.model, result.generator, folder / "downstream", logging_to)
