@@ -12,16 +12,12 @@ import logging
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from tanq_ray.config import Config, ConfigError, PhantomConfig, load_config
 from tanq_ray.console import Console
 from tanq_ray.output_lock import OutputFolderBusy, output_lock
-
-if TYPE_CHECKING:
-    from tanq_ray.tracking import RunHandle, Tracker
 
 
 WRITES_OUTPUT_DIR = frozenset({"ingest", "train", "sweep", "translate", "segment", "pipeline", "study"})
@@ -42,10 +38,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ConfigError, OutputFolderBusy, FileNotFoundError, LayoutError, IngestError, TrainingSetupError, SweepFailedError,
         TranslateError, DatasetError, EvaluationError,
     )  # fmt: skip
-
-
-def _print_run(tracker: "Tracker", parent: "RunHandle") -> None:
-    _print_where(tracker.config, parent.run_id, tracker.ui_hint())
 
 
 def _print_where(config: Config, run_id: str, tracking_hint: str) -> None:
@@ -80,43 +72,30 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace, config: Config) -> None:
-    from tanq_ray import stage_keys, stage_records
-    from tanq_ray.stages import data_folder_outputs, data_folders, ensure_ray, ingest_stage
-    from tanq_ray.tracking import Tracker
+    from tanq_ray.data.shards import Manifest
+    from tanq_ray.pipeline import run_stages
 
-    tracker = Tracker(config)
-    key = stage_keys.ingest_key(config)  # recorded as the pipeline records it, so `tanq pipeline` adopts the shards
-    with tracker.invocation("ingest") as parent:
-        stage_records.start(config, "ingest", key)
-        ensure_ray(config)
-        folders = data_folders(config, tracker, parent)
-        result = ingest_stage(config, tracker, parent, folders)
-        stage_records.finish(config, "ingest", key, data_folder_outputs(folders), result.seconds)
-    counts = result.manifest.counts()
+    outputs, stage_table, run_id, hint = run_stages(config, "ingest", targets=["ingest"])
+    manifest = Manifest.read(config.stage_dir("ingest"))
+    counts = manifest.counts()
+    stage = stage_table.rows[0]
+    took = "finished before with these settings" if stage["state"] == "cached" else f"{stage['seconds']:.1f} s"
     print(
         f"ingest: {counts['volumes_ceT1']} ceT1 + {counts['volumes_hrT2']} hrT2 volumes, "
-        f"{counts['slices_ceT1'] + counts['slices_hrT2']} slices in {result.manifest.root} "
-        f"({result.processed} processed, {result.reused} reused, {counts['volumes_skipped']} skipped, {result.seconds:.1f} s)"
+        f"{counts['slices_ceT1'] + counts['slices_hrT2']} slices in {manifest.root} ({counts['volumes_skipped']} skipped; {took})"
     )
-    _print_run(tracker, parent)
+    _print_where(config, run_id, hint)
 
 
 def _cmd_train(args: argparse.Namespace, config: Config) -> None:
-    from tanq_ray import stage_keys, stage_records
-    from tanq_ray.stages import train_stage, translator_work_dirs
-    from tanq_ray.tracking import Tracker
+    from tanq_ray.pipeline import run_stages
 
-    tracker = Tracker(config)
     model = config.train.model
-    name, key = f"train-{model}", stage_keys.train_key(config, model)  # as the pipeline records it, so it adopts the generator
-    with tracker.invocation("train", tags={"model": model}) as parent:
-        started = time.perf_counter()
-        stage_records.start(config, name, key, translator_work_dirs(config, model))
-        result = train_stage(config, tracker, parent)
-        stage_records.finish(config, name, key, {"generator": str(result.generator)}, time.perf_counter() - started)
-    losses = ", ".join(f"{k[5:]}={v:.3f}" for k, v in result.metrics.items() if k.startswith("loss_"))
-    print(f"train {config.train.model}: generator at {result.generator}; last epoch {losses}")
-    _print_run(tracker, parent)
+    outputs, _, run_id, hint = run_stages(config, "train", targets=[f"train-{model}"], adopt_only=["ingest"], tags={"model": model})
+    trained = outputs[f"train-{model}"]
+    losses = ", ".join(f"{k[5:]}={v:.3f}" for k, v in trained.metrics.items() if k.startswith("loss_"))
+    print(f"train {model}: generator at {trained.generator}; last epoch {losses}")
+    _print_where(config, run_id, hint)
 
 
 def _cmd_sweep(args: argparse.Namespace, config: Config) -> None:
@@ -131,18 +110,13 @@ def _cmd_sweep(args: argparse.Namespace, config: Config) -> None:
 
 
 def _cmd_translate(args: argparse.Namespace, config: Config) -> None:
-    from tanq_ray.stages import existing_generators, translate_stage
-    from tanq_ray.tracking import Tracker
+    from tanq_ray.pipeline import run_stages
+    from tanq_ray.stages.train import TRAIN_STAGES
 
-    generators = {model: Path(path) for model, path in existing_generators(config).items()}
-    tracker = Tracker(config)
-    with tracker.invocation("translate") as parent:
-        result = translate_stage(config, tracker, parent, generators)
-    print(
-        f"translate: {len(result.cases)} pseudo-hrT2 volumes in {config.stage_dir('translate')} ({result.volumes} written, "
-        f"{result.reused} reused; {result.seconds / max(result.slices, 1):.4f} s per slice)"
-    )
-    _print_run(tracker, parent)
+    adopt_only = ["ingest", *(stage.name for stage in TRAIN_STAGES)]
+    outputs, stage_table, run_id, hint = run_stages(config, "translate", targets=["translate"], adopt_only=adopt_only)
+    print(f"translate: {len(outputs['translate'].cases)} pseudo-hrT2 volumes in {config.stage_dir('translate')} ({stage_table.rows[-1]['state']})")
+    _print_where(config, run_id, hint)
 
 
 def _run_pipeline(config: Config, from_translate: bool) -> None:

@@ -138,6 +138,11 @@ class SegmentConfig(StrictModel):
         description="nnUNet's SGD (Nesterov momentum 0.99, the paper's) or nnUNet's AdamW variant (amsgrad), which "
         "finds the VS in a few hundred iterations where SGD needs thousands (CPU budgets; use initial_lr 3e-3)",
     )
+    foreground_oversampling: float | None = Field(
+        None, ge=0, le=1,
+        description="share of each batch drawn around a labelled structure (nnUNet's oversample_foreground_percent); "
+        "unset = nnUNet's 0.33",
+    )
     network_width: int | None = Field(
         None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
         "unset = nnUNet's planned network (32); 8-16 trains on a CPU"

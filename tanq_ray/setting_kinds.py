@@ -31,7 +31,7 @@ CHANGES_RESULTS = frozenset(
         "train.batch_size", "train.shuffle_buffer", "train.crop_size", "train.load_size", "train.flip", "train.seed",
         "train.num_workers",  # data-parallel workers multiply the batch: another optimisation
         "segment.configurations", "segment.folds", "segment.epochs", "segment.iterations_per_epoch", "segment.batch_size",
-        "segment.initial_lr", "segment.optimizer", "segment.network_width", "segment.views",
+        "segment.initial_lr", "segment.optimizer", "segment.network_width", "segment.foreground_oversampling", "segment.views",
         "segment.refine_pseudo_labels", "segment.refine_min_confidence", "segment.test_time_mirroring",
     }
 )  # fmt: skip

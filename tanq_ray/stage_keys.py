@@ -1,10 +1,11 @@
-"""The keys of the stages that single commands also run: a hash of what changes their results.
+"""What changes a stage's result, and the hash that keys it.
 
 A key hashes the result-changing settings a stage reads
 (:mod:`tanq_ray.setting_kinds`), the contents of its input folders and the
-keys of the stages before it. ``tanq ingest``, ``tanq train`` and the
-pipeline compute them here, so a stage finished by one command is found
-finished by the others (:mod:`tanq_ray.stage_records`).
+keys of the stages before it (:class:`tanq_ray.runner.Runner` combines
+them). The parts that more than one place needs live here: the ingest and
+translator stages' inputs, and the study's translator keys, which it files
+its trained translators under.
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ def section(config: Config, name: str) -> dict[str, Any]:
     return {key.split(".", 1)[1]: value for key, value in result_settings(config, name).items()}
 
 
-def ingest_key(config: Config) -> str:
+def ingest_inputs(config: Config) -> dict[str, Any]:
     """The cohort (the training folder's files, or the phantom's settings when there is none) and the slicing."""
     train_dir = config.data.train_dir
     cohort = {"train_dir": folder_fingerprint(train_dir)} if train_dir is not None else {"phantom": section(config, "phantom")}
-    return stage_key({"cohort": cohort, "ingest": section(config, "ingest")})
+    return {"cohort": cohort, "ingest": section(config, "ingest")}
+
+
+def translator_inputs(config: Config, model: str) -> dict[str, Any]:
+    """Beyond the shards: the model's own settings and the training loop's (``train.model`` is the model argument)."""
+    return {"model": config.models.model_dump(mode="json")[model], "train": section(config, "train")}
+
+
+def ingest_key(config: Config) -> str:
+    return stage_key(ingest_inputs(config))
 
 
 def train_key(config: Config, model: str) -> str:
-    """The shards, the model's own settings and the training loop's (``train.model`` is the model argument)."""
-    return stage_key({"ingest": ingest_key(config), "model": config.models.model_dump(mode="json")[model], "train": section(config, "train")})
+    """What a trained translator depends on: the shards and :func:`translator_inputs`."""
+    return stage_key({"ingest": ingest_key(config)} | translator_inputs(config, model))

@@ -37,19 +37,23 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from tanq_ray import stage_keys, stages
 from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config, ConfigError, SweepConfig
 from tanq_ray.evaluate import comparison_table, readable_view, summarize
 from tanq_ray.io_utils import atomic_path, write_text_atomic
 from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS
-from tanq_ray.pipeline import Pipeline, reference_inputs, run_in_lanes
+from tanq_ray.runner import Inputs, Runner, Stage, StageContext
 from tanq_ray.segment.roi_volumes import ROI_FOLDER
 from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, multi_view_cases, reference_cases
 from tanq_ray.setting_kinds import folder_fingerprint, result_settings
 from tanq_ray.stage_keys import stage_key, train_key
 from tanq_ray.tables import Table
-from tanq_ray.tracking import RunHandle, Tracker
+from tanq_ray.stage_records import RECORDS_FOLDER
+from tanq_ray.stages.data import INGEST, DataFolders
+from tanq_ray.stages.evaluate import prediction_pictures
+from tanq_ray.stages.segment import RowOutputs, reference_inputs, row_share, train_and_log_row
+from tanq_ray.stages.translate import Translations
+from tanq_ray.tracking import Tracker
 from tanq_ray.translate import TranslatedCase, translate_cohort
 from tanq_ray.tune.space import TrialSpec, trial_config
 from tanq_ray.tune.sweep import plan_sweep, run_planned_sweep
@@ -105,7 +109,24 @@ def translator_key(config: Config, row: str, seed: int) -> str:
     return train_key(trial, trial.train.model)
 
 
-def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainedTranslators:
+    """The ``translators`` stage's outputs: per seed, per translator row, its ledger entry (generator, cheap scores)."""
+
+    entries: dict[int, dict[str, dict[str, Any]]]
+
+    def generators(self, seed: int) -> dict[str, Path]:
+        return {row: Path(entry["generator"]) for row, entry in self.entries[seed].items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {str(seed): per_row for seed, per_row in self.entries.items()}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "TrainedTranslators":
+        return cls({int(seed): per_row for seed, per_row in values.items()})
+
+
+def train_translators(context: StageContext) -> TrainedTranslators:
     """Each needed translator row for each seed, from the ledger when trained before, else trained by one sweep.
 
     The ledger (``translators.json``) maps :func:`translator_key` to the
@@ -116,6 +137,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> di
     unfinished one resumes from its checkpoint when the next sweep has the same
     missing set (same name, :func:`translators_config`).
     """
+    config, tracker = context.config, context.tracker
     ledger_path = study_dir(config) / LEDGER_FILE
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
     ledger = {key: entry for key, entry in ledger.items() if Path(entry["generator"]).is_file()}
@@ -129,7 +151,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> di
         plan = plan_sweep(sweep_config)
         tags = {"sweep": sweep_config.sweep.name}
         try:
-            with tracker.stage("sweep", parent, name="translators", tags=tags, resume_run_id=plan.resume_run_id) as run:
+            with tracker.stage("sweep", context.parent, name="translators", tags=tags, resume_run_id=plan.resume_run_id) as run:
                 run_planned_sweep(plan, run)
         finally:  # also after a failure or an interrupt: what finished is never trained again, whatever the next sweep is
             for trial in plan.trials:
@@ -139,7 +161,7 @@ def train_translators(config: Config, tracker: Tracker, parent: RunHandle) -> di
                         "generator": str(trial_generator(plan.folder, trial)),
                     } | {score: metrics.get(score) for score in CHEAP_SCORES}
             write_text_atomic(ledger_path, json.dumps(ledger, indent=1))
-    return {str(seed): {row: ledger[keys[(row, seed)]] for row in rows} for seed in seeds}
+    return TrainedTranslators({seed: {row: ledger[keys[(row, seed)]] for row in rows} for seed in seeds})
 
 
 def trial_generator(sweep_folder: Path, trial: TrialSpec) -> Path:
@@ -147,43 +169,44 @@ def trial_generator(sweep_folder: Path, trial: TrialSpec) -> Path:
     return trial_dir(sweep_folder, trial) / trial.model / "generator.pt"
 
 
-def translate_seed(config: Config, tracker: Tracker, parent: RunHandle, seed: int, trained: dict[str, Any]) -> dict[str, Any]:
+def translate_seed(context: StageContext, seed: int, trained: TrainedTranslators) -> Translations:
     """Pseudo-hrT2 of every ceT1 volume with each of ``seed``'s translators (one view per translator row)."""
-    with tracker.stage("translate", parent, name=f"translate seed {seed}", tags={"seed": seed}) as run:
+    config = context.config
+    with context.tracker.stage("translate", context.parent, name=f"translate seed {seed}", tags={"seed": seed}) as run:
         ensure_ray(config)
-        generators = {row: Path(entry["generator"]) for row, entry in trained.items()}
-        result = translate_cohort(config.stage_dir("ingest"), generators, seed_dir(config, seed) / "translate", use_gpu=config.train.use_gpu or None)
+        out = seed_dir(config, seed) / "translate"
+        result = translate_cohort(config.stage_dir("ingest"), trained.generators(seed), out, use_gpu=config.train.use_gpu or None)
         run.log_metrics({"volumes": result.volumes, "seconds": result.seconds})
-    return {"cases": [case.to_json() for case in result.cases]}
+    return Translations(result.cases)
 
 
-def train_row(
-    config: Config, tracker: Tracker, parent: RunHandle, row: str, seed: int, translated: list[TranslatedCase], folders: stages.DataFolders
-) -> dict[str, Any]:
+def train_row(context: StageContext, row: str, seed: int, translated: list[TranslatedCase], folders: DataFolders) -> RowOutputs:
     """One row's nnUNet for one seed, under a child run: trained, its evaluation predicted and scored."""
+    config, tracker = context.config, context.tracker
     tags = {"row": row_title(row), "seed": seed, "study": config.study.name}
-    with tracker.stage("segment", parent, name=f"{row_title(row)} seed {seed}", tags=tags, params=config.section_params("segment")) as run:
+    name = f"{row_title(row)} seed {seed}"
+    with tracker.stage("segment", context.parent, name=name, tags=tags, params=config.section_params("segment")) as run:
         ensure_ray(config)
         if row in REFERENCE_ROWS:
             cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
         else:
             cases = multi_view_cases(translated, SEGMENTATION_ROWS[row])
-        result = stages.train_and_log_row(config, tracker, run, row_dir(config, row, seed), cases, folders)
-    return stages.row_outputs(result)
+        result = train_and_log_row(config, tracker, run, row_dir(config, row, seed), cases, folders)
+    return RowOutputs.of(result)
 
 
-def per_seed_cases(outputs: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+def per_seed_cases(outputs: dict[int, RowOutputs]) -> list[dict[str, Any]]:
     """One row's per-case scores over seeds, each case named ``<case> seed <s>`` so tests pair by case and seed."""
-    return [row | {"case_id": f"{row['case_id']} seed {seed}"} for seed, out in outputs.items() for row in out.get("per_case") or []]
+    return [case | {"case_id": f"{case['case_id']} seed {seed}"} for seed, out in outputs.items() for case in out.per_case or []]
 
 
-def study_runs(rows: dict[str, dict[int, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+def study_runs(rows: dict[str, dict[int, RowOutputs]]) -> dict[str, list[dict[str, Any]]]:
     """Each scored row's per-case results over seeds, by its table name."""
     runs = {row_title(row): per_seed_cases(outputs) for row, outputs in rows.items()}
     return {name: cases for name, cases in runs.items() if cases}
 
 
-def study_table(config: Config, rows: dict[str, dict[int, dict[str, Any]]]) -> Table:
+def study_table(config: Config, rows: dict[str, dict[int, RowOutputs]]) -> Table:
     """Table 2: mean ± std over seeds and cases per row, gap closed between the reference rows, p against ``compare_to``.
 
     p-values are paired t-tests of per-case mean Dice, paired by case and seed.
@@ -194,16 +217,16 @@ def study_table(config: Config, rows: dict[str, dict[int, dict[str, Any]]]) -> T
     return comparison_table(runs, reference=reference if reference in runs else None, bounds=bounds)
 
 
-def cheap_scores(trained: dict[str, dict[str, Any]]) -> dict[tuple[str, int], dict[str, float]]:
+def cheap_scores(trained: TrainedTranslators) -> dict[tuple[str, int], dict[str, float]]:
     """Per (translator row, seed): the cheap scores its sweep trial measured (NaN where it measured none)."""
     return {
-        (translator, int(seed)): {name: math.nan if entry.get(name) is None else float(entry[name]) for name in CHEAP_SCORES}
-        for seed, per_row in trained.items()
+        (translator, seed): {name: math.nan if entry.get(name) is None else float(entry[name]) for name in CHEAP_SCORES}
+        for seed, per_row in trained.entries.items()
         for translator, entry in per_row.items()
     }
 
 
-def score_correlations(rows: dict[str, dict[int, dict[str, Any]]], scores: dict[tuple[str, int], dict[str, float]]) -> Table:
+def score_correlations(rows: dict[str, dict[int, RowOutputs]], scores: dict[tuple[str, int], dict[str, float]]) -> Table:
     """Spearman's rank correlation of each cheap score with mean Dice over (row, seed), rows that use translators.
 
     A row's score is the mean over its translators (e.g. Multi-view: CycleGAN's
@@ -213,7 +236,7 @@ def score_correlations(rows: dict[str, dict[int, dict[str, Any]]], scores: dict[
     points: list[tuple[dict[str, float], float]] = []
     for row, outputs in rows.items():
         for seed, out in outputs.items():
-            summary = out.get("summary") or {}
+            summary = out.summary or {}
             if row in SEGMENTATION_ROWS and "dice_mean" in summary:
                 per_translator = [scores[(t, seed)] for t in SEGMENTATION_ROWS[row]]
                 mean = {name: float(np.mean([s[name] for s in per_translator])) for name in CHEAP_SCORES}
@@ -253,6 +276,126 @@ def bar_chart(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class StudyTables:
+    """The ``table`` stage's outputs: Table 2 and, when translators were studied, the cheap-score correlations."""
+
+    table: Path
+    cheap_scores: Path | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"table": str(self.table), "cheap_scores": None if self.cheap_scores is None else str(self.cheap_scores)}
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "StudyTables":
+        scores = values.get("cheap_scores")
+        return cls(Path(values["table"]), None if scores is None else Path(scores))
+
+
+def row_stage_name(row: str, seed: int) -> str:
+    return f"{row_title(row)} seed {seed}"
+
+
+def row_stage(row: str, seed: int) -> Stage:
+    """Stage ``<row> seed <s>``: a reference row needs only the data; a Table 2 row, its seed's translations.
+
+    A Table 2 row is keyed by its own translators only (not by every translator
+    of the seed), so a row added to the study retrains no other row.
+    """
+    adapted = row not in REFERENCE_ROWS
+    translate = f"translate seed {seed}"
+
+    def reads(config: Config, inputs: Inputs) -> dict[str, Any]:
+        folders = inputs["ingest"]
+        source = (
+            {"translators": [translator_key(config, view, seed) for view in SEGMENTATION_ROWS[row]]}
+            if adapted
+            else reference_inputs(row, folders)
+        )
+        segment = {"segment": result_settings(config, "segment"), "eval": folder_fingerprint(folders.eval_dir)}
+        return source | segment | {"row": row, "seed": seed, "views": SEGMENTATION_ROWS.get(row, ())}
+
+    return Stage(
+        name=row_stage_name(row, seed),
+        outputs=RowOutputs,
+        run=lambda context, inputs: train_row(context, row, seed, inputs[translate].cases if adapted else [], inputs["ingest"]),
+        needs=("ingest", translate) if adapted else ("ingest",),
+        reads=reads,
+        keyed_by=("ingest",),
+        work_dirs=lambda config: [row_dir(config, row, seed)],
+        share=row_share,
+    )
+
+
+def write_tables(context: StageContext, rows: dict[str, dict[int, RowOutputs]], trained: TrainedTranslators | None, folders: DataFolders) -> StudyTables:
+    """Table 2, the cheap-score correlations, the bar chart and prediction pictures, logged to the table's and the study's runs."""
+    config = context.config
+    out = study_dir(config)
+    with context.tracker.stage("table", context.parent, name="table") as run:
+        results = study_table(config, rows)
+        _, comma_separated = results.write(out / "results")
+        markdown = write_text_atomic(out / "results.md", readable_view(results).markdown())
+        files = [markdown, comma_separated, bar_chart(study_runs(rows), out / "dice.png")]
+        correlations = None
+        if trained is not None:
+            correlations, _ = score_correlations(rows, cheap_scores(trained)).write(out / "cheap_scores")
+            files += [correlations, out / "cheap_scores.csv"]
+        first_seed = config.study.seeds[0]
+        predictions = {row_title(r): per_seed[first_seed].eval_predictions / ROI_FOLDER for r, per_seed in rows.items()}
+        files += prediction_pictures(config, folders, predictions, out)
+        for path in files:
+            run.log_artifact(path)
+            context.parent.log_artifact(path)
+    return StudyTables(markdown, correlations)
+
+
+def study_stages(config: Config) -> list[Stage]:
+    """The study's stages in order (module docstring)."""
+    seeds, rows = config.study.seeds, config.study.rows
+    declared = [INGEST]
+    studied_translators = translator_rows(rows)
+    if studied_translators:
+        declared.append(
+            Stage(
+                name="translators",
+                outputs=TrainedTranslators,
+                run=lambda context, inputs: train_translators(context),
+                needs=("ingest",),
+                reads=lambda config, inputs: {
+                    "translators": sorted(translator_key(config, r, s) for s in seeds for r in studied_translators),
+                    "score_slices": config.sweep.score_slices,
+                },
+            )
+        )
+        declared += [
+            Stage(
+                name=f"translate seed {seed}",
+                outputs=Translations,
+                run=lambda context, inputs, seed=seed: translate_seed(context, seed, inputs["translators"]),
+                needs=("translators",),
+                reads=lambda config, inputs, seed=seed: {"seed": seed},
+            )
+            for seed in seeds
+        ]
+    declared += [row_stage(row, seed) for seed in seeds for row in rows]
+    row_names = tuple(row_stage_name(row, seed) for seed in seeds for row in rows)
+
+    def tables(context: StageContext, inputs: Inputs) -> StudyTables:
+        by_row = {row: {seed: inputs[row_stage_name(row, seed)] for seed in seeds} for row in rows}
+        return write_tables(context, by_row, inputs.get("translators"), inputs["ingest"])
+
+    declared.append(
+        Stage(
+            name="table",
+            outputs=StudyTables,
+            run=tables,
+            needs=("ingest", *(["translators"] if studied_translators else []), *row_names),
+            reads=lambda config, inputs: {"labels": folder_fingerprint(inputs["ingest"].eval_labels_dir)},
+        )
+    )
+    return declared
+
+
+@dataclass(frozen=True)
 class StudyResult:
     """Where the study's outputs are, and its tables."""
 
@@ -264,84 +407,36 @@ class StudyResult:
     tracking_hint: str
 
 
-def study_stage_names(config: Config) -> list[str]:
-    seeds, rows = config.study.seeds, config.study.rows
-    names = ["ingest"] + (["translators", *[f"translate seed {s}" for s in seeds]] if translator_rows(rows) else [])
-    return names + [f"{row_title(row)} seed {s}" for s in seeds for row in rows] + ["table"]
+def check_study_data(config: Config) -> None:
+    """Before any work: a study scores every row, so it needs evaluation labels, and the target-supervised row truth."""
+    data = config.data
+    if data.train_dir is None:  # the phantom has truth for its training hrT2, and labels for its evaluation cases
+        has_labels, has_truth = config.phantom.eval_cases > 0, True
+    else:
+        has_labels, has_truth = data.eval_labels_dir is not None, data.train_hrT2_labels_dir is not None
+    if not has_labels:
+        raise ConfigError("a study scores every row: it needs evaluation labels (data.eval_dir and data.eval_labels_dir)")
+    if TARGET_SUPERVISED in config.study.rows and not has_truth:
+        raise ConfigError("the target-supervised row needs data.train_hrT2_labels_dir (truth of the training hrT2)")
 
 
 def run_study(config: Config) -> StudyResult:
-    """Every stage of the study (see the module docstring); finished ones with unchanged inputs are skipped."""
+    """Every stage of the study (module docstring); finished ones with unchanged inputs are skipped.
+
+    The study's stage records live in its own folder: two studies in one
+    ``output_dir`` never share a stage name.
+    """
     import ray
 
+    check_study_data(config)
     tracker = Tracker(config)
     out = study_dir(config)
     with tracker.invocation("study", tags={"study": config.study.name}) as parent:
-        # the study's stage records live in its own folder: two studies in one output_dir never share a stage name
-        pipeline = Pipeline(config.model_copy(update={"output_dir": out}), tracker, parent)
-        pipeline.plan(study_stage_names(config))
         ensure_ray(config)
-        ingest_key = stage_keys.ingest_key(config)
-        folders = pipeline.run("ingest", ingest_key, lambda: stages.ingest_outputs(config, tracker, parent))
-        data = stages.DataFolders.from_outputs(folders)
-        if data.eval_labels_dir is None:
-            raise ConfigError("a study scores every row: it needs evaluation labels (data.eval_dir and data.eval_labels_dir)")
-        if TARGET_SUPERVISED in config.study.rows and data.train_hrT2_labels_dir is None:
-            raise ConfigError("the target-supervised row needs data.train_hrT2_labels_dir (truth of the training hrT2)")
-
-        trained: dict[str, Any] = {}
-        translated: dict[int, list[TranslatedCase]] = {}
-        if translator_rows(config.study.rows):
-            translators_key = stage_key(
-                {"translators": sorted(translator_key(config, r, s) for s in config.study.seeds for r in translator_rows(config.study.rows)),
-                 "score_slices": config.sweep.score_slices}
-            )  # fmt: skip
-            trained = pipeline.run("translators", translators_key, lambda: train_translators(config, tracker, parent))
-            for seed in config.study.seeds:
-                cases = pipeline.run(
-                    f"translate seed {seed}", stage_key({"translators": translators_key, "seed": seed}),
-                    lambda seed=seed: translate_seed(config, tracker, parent, seed, trained[str(seed)]),
-                )  # fmt: skip
-                translated[seed] = [TranslatedCase.from_json(case) for case in cases["cases"]]
-
-        segment_inputs = {"segment": result_settings(config, "segment"), "eval": folder_fingerprint(folders["eval_dir"])}
-
-        def one_row(row: str, seed: int) -> dict[str, Any]:
-            if row in REFERENCE_ROWS:
-                source = {"ingest": ingest_key} | reference_inputs(row, folders)
-            else:  # its own translators only: a row added to the study retrains no other row
-                source = {"translators": [translator_key(config, view, seed) for view in SEGMENTATION_ROWS[row]]}
-            key = stage_key(source | segment_inputs | {"row": row, "seed": seed, "views": SEGMENTATION_ROWS.get(row, ())})
-            body = lambda: train_row(config, tracker, parent, row, seed, translated.get(seed, []), data)  # noqa: E731
-            return pipeline.run(f"{row_title(row)} seed {seed}", key, body, work_dirs=[row_dir(config, row, seed)])
-
-        lanes = max(1, int(ray.cluster_resources().get("CPU", 1) // (1 + config.segment.augmentation_processes)))
-        jobs = [(row, seed) for seed in config.study.seeds for row in config.study.rows]
-        done = run_in_lanes([lambda job=job: one_row(*job) for job in jobs], lanes)
-        rows: dict[str, dict[int, dict[str, Any]]] = {row: {} for row in config.study.rows}
-        for (row, seed), outputs in zip(jobs, done):
-            rows[row][seed] = outputs
-
-        def table() -> dict[str, Any]:
-            with tracker.stage("table", parent, name="table") as run:
-                results = study_table(config, rows)
-                _, comma_separated = results.write(out / "results")
-                markdown = write_text_atomic(out / "results.md", readable_view(results).markdown())
-                files = [markdown, comma_separated, bar_chart(study_runs(rows), out / "dice.png")]
-                if trained:
-                    correlations = score_correlations(rows, cheap_scores(trained))
-                    files += list(correlations.write(out / "cheap_scores"))
-                first_seed = config.study.seeds[0]
-                predictions = {row_title(r): Path(rows[r][first_seed]["eval_predictions"]) / ROI_FOLDER for r in config.study.rows}
-                files += stages.prediction_pictures(config, data, predictions, out)
-                for path in files:
-                    run.log_artifact(path)
-                    parent.log_artifact(path)
-            return {"table": str(markdown), "cheap_scores": str(out / "cheap_scores.md") if trained else None}
-
-        table_key = stage_key({"rows": {f"{r} {s}": rows[r][s].get("summary") for r in rows for s in rows[r]}, "labels": folder_fingerprint(folders["eval_labels_dir"])})
-        final = pipeline.run("table", table_key, table)
-        stage_table = pipeline.table()
+        runner = Runner(StageContext(config, tracker, parent), study_stages(config), ray.cluster_resources(), out / RECORDS_FOLDER)
+        outputs = runner.run()
+        stage_table = runner.table()
         parent.log_text(stage_table.markdown(), "stages.md")
-    correlations = Path(final["cheap_scores"]).read_text() if final.get("cheap_scores") else ""
-    return StudyResult(out, Path(final["table"]).read_text(), correlations, stage_table, parent.run_id, tracker.ui_hint())
+    tables: StudyTables = outputs["table"]
+    correlations = tables.cheap_scores.read_text() if tables.cheap_scores is not None else ""
+    return StudyResult(out, tables.table.read_text(), correlations, stage_table, parent.run_id, tracker.ui_hint())

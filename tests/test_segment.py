@@ -33,8 +33,10 @@ from tanq_ray.segment.folders import NnUNetFolders
 from tanq_ray.segment.folds import run_folds
 
 
-# A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4, no test-time mirroring.
-TINY = SegmentConfig(configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4, test_time_mirroring=False)
+# A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4 (3 drawn around a structure), no test-time mirroring.
+TINY = SegmentConfig(
+    configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4, foreground_oversampling=0.75, test_time_mirroring=False
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,8 @@ def test_train_segmenter_trains_every_fold_and_selects(trained: Segmenter) -> No
         fold_dir = trained.folders.fold_dir("2d", fold)
         assert (fold_dir / "checkpoint_final.pth").is_file()
         assert (fold_dir / "validation" / "summary.json").is_file()
+        debug = json.loads((fold_dir / "debug.json").read_text())  # what nnUNet's trainer ran with
+        assert float(debug["oversample_foreground_percent"]) == 0.75 and int(debug["batch_size"]) == 4
     assert trained.postprocessing_file.is_file()
     assert set(trained.cv_dice) == {"TanqTrainer__nnUNetPlans__2d"}
     assert load_segmenter(trained.work_dir) == trained

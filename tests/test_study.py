@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
 from tanq_ray.config import ConfigError, load_config
 from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS, ablation_config
+from tanq_ray.stages.segment import RowOutputs
 from tanq_ray.study import (
     score_correlations,
-    study_stage_names,
+    study_stages,
     study_table,
     translator_key,
     translator_rows,
@@ -48,9 +50,14 @@ def test_the_study_trains_each_needed_translator_once_per_seed() -> None:
     trials = plan_trials(sweep.sweep)
     assert sorted((t.row, t.overrides["train.seed"]) for t in trials) == [(r, s) for r in ("cyclegan", "qs_attn") for s in (0, 1, 2)]
     assert not sweep.sweep.downstream  # the study trains its own nnUNet per row
-    names = study_stage_names(config)
+    stages = study_stages(config)
+    names = [stage.name for stage in stages]
     assert names[:5] == ["ingest", "translators", "translate seed 0", "translate seed 1", "translate seed 2"]
     assert names[5:7] == ["Multi-view seed 0", "source-only seed 0"] and names[-1] == "table"
+    by_name = {stage.name: stage for stage in stages}
+    assert by_name["Multi-view seed 0"].needs == ("ingest", "translate seed 0")
+    assert by_name["source-only seed 0"].needs == ("ingest",)  # a reference row needs no translator
+    assert by_name["Multi-view seed 0"].keyed_by == ("ingest",)  # keyed by its own translators (its reads), not by every one
 
 
 def test_a_translator_s_key_follows_its_own_settings_and_seed() -> None:
@@ -75,10 +82,10 @@ def _case(case: str, vs: float, cochlea: float) -> dict:
     return {"case_id": case, "dice_vs": vs, "dice_cochlea": cochlea, "assd_vs": 1.0, "assd_cochlea": 1.0}
 
 
-def _outputs(dice_by_seed: dict[int, list[float]]) -> dict[int, dict]:
+def _outputs(dice_by_seed: dict[int, list[float]]) -> dict[int, RowOutputs]:
     """Row outputs per seed with per-case Dice (VS = cochlea = the given value) and the summary's mean."""
     return {
-        seed: {"per_case": [_case(f"c{i}", d, d) for i, d in enumerate(values)], "summary": {"dice_mean": sum(values) / len(values)}}
+        seed: RowOutputs(Path("row"), None, [_case(f"c{i}", d, d) for i, d in enumerate(values)], {"dice_mean": sum(values) / len(values)})
         for seed, values in dice_by_seed.items()
     }
 

@@ -7,7 +7,7 @@ import yaml
 from mlflow import MlflowClient
 
 from tanq_ray.config import Config
-from tanq_ray.stages import ingest_stage
+from tanq_ray.stages.data import ingest_stage
 from tanq_ray.tracking import Tracker, tracking_uri
 
 

@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 from conftest import ingest_tiny_phantom
 from tanq_ray.cli import main
 from tanq_ray.config import Config, load_config
-from tanq_ray.stages import train_stage
+from tanq_ray.runner import StageContext
+from tanq_ray.stages.train import train_translator
 from tanq_ray.tracking import Tracker
 from tanq_ray.train.export import load_translator
 from tanq_ray.train.launcher import TrainingSetupError, check_resources
@@ -59,7 +60,7 @@ def history(tracker: Tracker, key: str) -> list[tuple[int, float]]:
 def train(config: Config):
     tracker = Tracker(config)
     with tracker.invocation("train") as parent:
-        result = train_stage(config, tracker, parent)
+        result = train_translator(config, StageContext(config, tracker, parent))
     return tracker, result
 
 

@@ -47,6 +47,7 @@ class FoldSchedule:
     initial_lr: float
     test_time_mirroring: bool = True  # nnUNet's default; off = 4x (2d) / 8x (3d) cheaper inference
     optimizer: str = "sgd"  # "sgd" (nnUNet's default) or "adamw" (nnUNet's nnUNetTrainerAdam)
+    foreground_oversampling: float | None = None  # None = nnUNet's 0.33
 
     @classmethod
     def from_settings(cls, settings: SegmentConfig) -> "FoldSchedule":
@@ -57,6 +58,7 @@ class FoldSchedule:
             initial_lr=settings.initial_lr,
             test_time_mirroring=settings.test_time_mirroring,
             optimizer=settings.optimizer,
+            foreground_oversampling=settings.foreground_oversampling,
         )
 
 

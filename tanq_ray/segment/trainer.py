@@ -86,6 +86,7 @@ class TanqTrainer(nnUNetTrainer):
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.batch_size_override: int | None = None
+        self.foreground_oversampling: float | None = None
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
         self.run: BackgroundLog | None = None
@@ -103,6 +104,7 @@ class TanqTrainer(nnUNetTrainer):
         self.num_val_iterations_per_epoch = max(1, schedule.iterations_per_epoch // TRAIN_PER_VALIDATION_ITERATION)
         self.initial_lr = schedule.initial_lr
         self.batch_size_override = schedule.batch_size
+        self.foreground_oversampling = schedule.foreground_oversampling
         self.test_time_mirroring = schedule.test_time_mirroring
         self.optimizer_name = schedule.optimizer
         self.save_every = checkpoint_interval(schedule.epochs)
@@ -125,6 +127,8 @@ class TanqTrainer(nnUNetTrainer):
         super()._set_batch_size_and_oversample()
         if self.batch_size_override is not None and not self.is_ddp:
             self.batch_size = self.batch_size_override
+        if self.foreground_oversampling is not None:
+            self.oversample_foreground_percent = self.foreground_oversampling
 
     def save_checkpoint(self, filename: str) -> None:
         if self.fold == "all" and Path(filename).name == "checkpoint_best.pth":

@@ -225,8 +225,8 @@ def plan_sweep(config: Config) -> SweepPlan:
     folder = sweep_dir(config)
     fingerprint = _fingerprint(config, trials)
     state = _check_resumable(folder, fingerprint)
-    contrast = reference_contrast(config)
     ensure_ray(config)
+    contrast = reference_contrast(config)  # cuts the evaluation hrT2 to the ROI in Ray tasks
     for trial_settings in trial_configs:
         check_resources(trial_settings)
     concurrency = concurrent_trials(config, ray.cluster_resources(), len(trials))

@@ -1,0 +1,173 @@
+"""Stages ``segment-round-<r>`` and ``segment-<reference row>``: one nnUNet per row, each scoring the evaluation hrT2.
+
+Round 0 trains on the multi-view pseudo-hrT2; round r >= 1 adds the real
+hrT2 with the previous round's predictions as labels (self-training). The
+reference rows train on ceT1 (source-only) or labelled real hrT2
+(target-supervised) with the same schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from tanq_ray import stage_keys
+from tanq_ray.cluster import ensure_ray
+from tanq_ray.config import Config
+from tanq_ray.run_ref import RunRef
+from tanq_ray.runner import Inputs, Stage, StageContext
+from tanq_ray.segment import TrainingCase, load_segmenter
+from tanq_ray.self_training import (
+    SOURCE_ONLY,
+    TARGET_SUPERVISED,
+    RowResult,
+    hrT2_rois,
+    multi_view_cases,
+    pseudo_labelled_cases,
+    reference_cases,
+    reference_dir,
+    round_dir,
+    round_name,
+    train_and_score,
+)
+from tanq_ray.setting_kinds import folder_fingerprint
+from tanq_ray.stages.data import DataFolders
+from tanq_ray.tracking import RunHandle, Tracker
+from tanq_ray.translate import TranslatedCase
+
+PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence"}
+"""Segment settings that only self-training rounds (r >= 1) read: not in the keys of round 0 and the reference rows."""
+ADAPTED_ROW_SETTINGS = {"views"}
+"""Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys."""
+
+
+@dataclass(frozen=True)
+class RowOutputs:
+    """A segmentation row's outputs: its nnUNet folder, its predictions on the evaluation hrT2 and their scores."""
+
+    work_dir: Path
+    eval_predictions: Path | None
+    per_case: list[dict[str, Any]] | None
+    summary: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, result: RowResult) -> "RowOutputs":
+        evaluation = result.evaluation
+        return cls(
+            result.segmenter.work_dir,
+            result.eval_predictions,
+            evaluation.per_case if evaluation else None,
+            evaluation.summary if evaluation else None,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "work_dir": str(self.work_dir),
+            "eval_predictions": None if self.eval_predictions is None else str(self.eval_predictions),
+            "per_case": self.per_case,
+            "summary": self.summary,
+        }
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> "RowOutputs":
+        predictions = values.get("eval_predictions")
+        return cls(Path(values["work_dir"]), None if predictions is None else Path(predictions), values.get("per_case"), values.get("summary"))
+
+
+def train_and_log_row(
+    config: Config, tracker: Tracker, run: RunHandle, folder: Path, cases: list[TrainingCase], folders: DataFolders
+) -> RowResult:
+    """Train and score one row in ``folder``; log its counts, cross-validation Dice and scores to ``run``."""
+    logging_to = RunRef.of(run, tracker.uri)
+    eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
+    result = train_and_score(config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to)
+    cv_dice = result.segmenter.cv_dice_selected
+    run.log_metrics({"training_cases": len(cases)} | ({} if cv_dice is None else {"cv_dice": cv_dice}))
+    run.set_tags({"configurations": "+".join(result.segmenter.configurations)})
+    if result.evaluation is not None:
+        run.log_metrics({k: v for k, v in result.evaluation.summary.items() if isinstance(v, (int, float))})
+        run.log_artifact(result.evaluation.per_case_path)
+        run.log_artifact(result.evaluation.summary_path)
+    return result
+
+
+def segment_round(context: StageContext, index: int, translated: list[TranslatedCase], folders: DataFolders) -> RowOutputs:
+    """Round ``index`` of nnUNet (0: multi-view pseudo-hrT2; >= 1: self-training), one nested run with a child per fold."""
+    config, tracker = context.config, context.tracker
+    tags = {"round": index, "row": round_name(index, config.segment.views)}
+    with tracker.stage("segment", context.parent, tags=tags, name=f"segment-round-{index}", params=config.section_params("segment")) as run:
+        ensure_ray(config)
+        cases = multi_view_cases(translated, config.segment.views)
+        if index > 0:
+            previous = load_segmenter(round_dir(config, index - 1))
+            cases += pseudo_labelled_cases(previous, config, index, hrT2_rois(config, "hrT2", folders.train_dir))
+        result = train_and_log_row(config, tracker, run, round_dir(config, index), cases, folders)
+    return RowOutputs.of(result)
+
+
+def reference_row(context: StageContext, row: str, folders: DataFolders) -> RowOutputs:
+    """A reference row (source-only or target-supervised): its own nnUNet with the same schedule, one nested run."""
+    config, tracker = context.config, context.tracker
+    with tracker.stage("segment", context.parent, tags={"row": row}, name=f"segment-{row}", params=config.section_params("segment")) as run:
+        ensure_ray(config)
+        cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
+        result = train_and_log_row(config, tracker, run, reference_dir(config, row), cases, folders)
+    return RowOutputs.of(result)
+
+
+def row_share(config: Config, resources: Mapping[str, float]) -> float:
+    """One row's nnUNet fold task holds 1 + ``segment.augmentation_processes`` CPUs: as many rows at once as the cluster holds."""
+    cpus = resources.get("CPU", 1.0)
+    return min(1.0, (1 + config.segment.augmentation_processes) / cpus) if cpus > 0 else 1.0
+
+
+def segment_inputs(config: Config, folders: DataFolders) -> dict[str, Any]:
+    """What every row reads: the segment settings no single kind of row owns, and the evaluation hrT2."""
+    segment = stage_keys.section(config, "segment")
+    shared = {key: value for key, value in segment.items() if key not in PSEUDO_LABEL_SETTINGS | ADAPTED_ROW_SETTINGS}
+    return {"segment": shared, "eval": folder_fingerprint(folders.eval_dir)}
+
+
+def _round_reads(config: Config, inputs: Inputs, index: int) -> dict[str, Any]:
+    segment = stage_keys.section(config, "segment")
+    own = ADAPTED_ROW_SETTINGS | (PSEUDO_LABEL_SETTINGS if index else set())
+    return segment_inputs(config, inputs["ingest"]) | {"round": index, "own": {key: segment[key] for key in sorted(own)}}
+
+
+def round_stage(index: int) -> Stage:
+    """Stage ``segment-round-<index>``: needs the translations, and from round 1 on the round before."""
+    previous = (f"segment-round-{index - 1}",) if index else ()
+    return Stage(
+        name=f"segment-round-{index}",
+        outputs=RowOutputs,
+        run=lambda context, inputs: segment_round(context, index, inputs["translate"].cases, inputs["ingest"]),
+        needs=("ingest", "translate", *previous),
+        reads=lambda config, inputs: _round_reads(config, inputs, index),
+        work_dirs=lambda config: [round_dir(config, index)],
+        share=row_share,
+    )
+
+
+def reference_inputs(row: str, folders: DataFolders) -> dict[str, Any]:
+    """What a reference row reads beyond the segment settings: the target-supervised row, the training hrT2's truth."""
+    return {"truth": folder_fingerprint(folders.train_hrT2_labels_dir)} if row == TARGET_SUPERVISED else {}
+
+
+def reference_stage(row: str) -> Stage:
+    """Stage ``segment-<row>`` of a reference row: needs only the data (no translation)."""
+    return Stage(
+        name=f"segment-{row}",
+        outputs=RowOutputs,
+        run=lambda context, inputs: reference_row(context, row, inputs["ingest"]),
+        needs=("ingest",),
+        reads=lambda config, inputs: segment_inputs(config, inputs["ingest"]) | {"row": row} | reference_inputs(row, inputs["ingest"]),
+        work_dirs=lambda config: [reference_dir(config, row)],
+        share=row_share,
+    )
+
+
+def reference_row_names(config: Config) -> list[str]:
+    """The reference rows the configured data can have: target-supervised only with truth for the training hrT2."""
+    has_truth = config.data.train_dir is None or config.data.train_hrT2_labels_dir is not None
+    return [SOURCE_ONLY] + ([TARGET_SUPERVISED] if has_truth else [])
