@@ -30,37 +30,12 @@ from tanq_ray.labels import DISPLAY_NAMES
 from tanq_ray.progress_board import worker_output
 from tanq_ray.run_ref import RunRef
 from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
+from tanq_ray.segment.schedule import FoldSchedule
 from tanq_ray.tracking_buffer import BackgroundLog
 
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = DISPLAY_NAMES
-
-
-@dataclass(frozen=True)
-class FoldSchedule:
-    """How each fold trains; built from ``SegmentConfig`` in the driver, so only this travels to the tasks."""
-
-    epochs: int
-    iterations_per_epoch: int
-    batch_size: int | None  # None = nnUNet's planned batch size
-    initial_lr: float
-    test_time_mirroring: bool = True  # nnUNet's default; off = 4x (2d) / 8x (3d) cheaper inference
-    optimizer: str = "sgd"  # "sgd" (nnUNet's default) or "adamw" (nnUNet's nnUNetTrainerAdam)
-    foreground_oversampling: float | None = None  # None = nnUNet's 0.33
-
-    @classmethod
-    def from_settings(cls, settings: SegmentConfig) -> "FoldSchedule":
-        return cls(
-            epochs=settings.epochs,
-            iterations_per_epoch=settings.iterations_per_epoch,
-            batch_size=settings.batch_size,
-            initial_lr=settings.initial_lr,
-            test_time_mirroring=settings.test_time_mirroring,
-            optimizer=settings.optimizer,
-            foreground_oversampling=settings.foreground_oversampling,
-        )
-
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ SGD with poly lr, nnUNet's augmentation, sliding-window final validation; paper
 section 3, step 2). What changes:
 
 - epochs, iterations per epoch, batch size and initial lr come from
-  :meth:`TanqTrainer.configure` with a :class:`~tanq_ray.segment.folds.FoldSchedule`
+  :meth:`TanqTrainer.configure` with a :class:`~tanq_ray.segment.schedule.FoldSchedule`
   built from ``SegmentConfig`` (so a tiny run finishes in minutes on CPU);
   validation draws one patch batch per five training iterations, as nnUNet's
   50 per 250 do;
@@ -46,7 +46,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from tanq_ray.io_utils import atomic_path
-from tanq_ray.segment.folds import FoldSchedule
+from tanq_ray.segment.schedule import FoldSchedule
 from tanq_ray.tracking_buffer import BackgroundLog
 
 TRAIN_PER_VALIDATION_ITERATION = 5  # nnUNet: 250 training and 50 validation iterations per epoch
