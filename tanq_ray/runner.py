@@ -17,7 +17,8 @@ The :class:`Runner` takes a list of stages and a target:
 - stages whose needs are met run at once, in threads, while their shares of
   the cluster add up to at most one (the two translators; a reference row
   beside a self-training round); a stage that does not fit waits, and no
-  later one overtakes it;
+  later one overtakes it or takes the room that a stage about to be ready
+  (its needs are running) will need;
 - it shows every stage's state on the console and keeps the stage table.
 
 ``tanq pipeline`` is the runner with the last stage as target; ``tanq
@@ -204,18 +205,29 @@ class Runner:
     ) -> list[tuple[Stage, dict[str, Any] | None]]:
         """Waiting stages whose needs are met, in order, with their recorded outputs when their key matches a record.
 
-        Stages to run are taken while they fit beside what runs; none
-        overtakes one that waits for room. Recorded ones take no room.
+        Stages to run are taken while they fit beside what runs. None
+        overtakes a stage that waits for room, nor takes the room that a
+        stage waiting only on running stages will need when they finish (the
+        translation, whose translators are finishing, before a reference row
+        that could start now). Recorded ones take no room.
         """
         config = self.context.config
-        share = sum(self._stage(name).share(config, self.resources) for name in running)
+
+        def share_of(stage: Stage) -> float:
+            return stage.share(config, self.resources)
+
+        share = sum(share_of(self._stage(name)) for name in running)
+        upcoming: list[tuple[float, float]] = []  # (room its running needs free, room it needs) per stage waiting on running ones
         startable: list[tuple[Stage, dict[str, Any] | None]] = []
         for stage in waiting:
             if not all(need in outputs for need in stage.needs):
+                if all(need in outputs or need in running for need in stage.needs):
+                    upcoming.append((sum(share_of(self._stage(n)) for n in stage.needs if n in running), share_of(stage)))
                 continue
             recorded = stage_records.finished_outputs(self.records, stage.name, self._key(stage, outputs))
-            want = 0.0 if recorded is not None else stage.share(config, self.resources)
-            if share + want > 1.0 + 1e-9 and (running or any(r is None for _, r in startable)):
+            want = 0.0 if recorded is not None else share_of(stage)
+            fits = share + want <= 1.0 + 1e-9 and all(share + want - freed + need <= 1.0 + 1e-9 for freed, need in upcoming)
+            if not fits and (running or any(r is None for _, r in startable)):
                 break
             startable.append((stage, recorded))
             share += want

@@ -108,35 +108,65 @@ def test_a_stage_that_must_have_finished_names_the_command_that_makes_it(config:
     assert _runner(config, stages).run(["b"], adopt_only=["a"])["b"] == Value(11)
 
 
-def test_stages_run_at_once_while_their_shares_fit_and_none_overtakes_one_that_waits(config: Config) -> None:
-    half = lambda config, resources: 1.0 / resources["CPU"]  # noqa: E731
-    together = threading.Barrier(2, timeout=10)
-    order: list[str] = []
+def _timed(order: list[str], name: str, barrier: threading.Barrier | None = None, linger: float = 0.0):
+    """A stage body that notes its start and end in ``order``; waits at ``barrier``, then ``linger`` seconds."""
     lock = threading.Lock()
 
-    def run(name: str, wait: bool = False, linger: float = 0.0):
-        def body(context: StageContext, inputs: Inputs) -> Value:
-            with lock:
-                order.append(f"{name} start")
-            if wait:
-                together.wait()  # both halves must be running at the same time
-            time.sleep(linger)  # "right" has ended: room for half the cluster, not for all of it
-            with lock:
-                order.append(f"{name} end")
-            return Value(0)
+    def body(context: StageContext, inputs: Inputs) -> Value:
+        with lock:
+            order.append(f"{name} start")
+        if barrier is not None:
+            barrier.wait()
+        time.sleep(linger)
+        with lock:
+            order.append(f"{name} end")
+        return Value(0)
 
-        return body
+    return body
 
+
+def _half(config: Config, resources: dict[str, float]) -> float:
+    return 1.0 / resources["CPU"]
+
+
+def test_stages_run_at_once_while_their_shares_fit_and_none_overtakes_one_that_waits_for_room(config: Config) -> None:
+    order: list[str] = []
+    both = threading.Barrier(2, timeout=10)  # "left" and "right" must be running at the same time
     stages = [
-        Stage("left", Value, run("left", wait=True, linger=0.5), share=half),
-        Stage("right", Value, run("right", wait=True), share=half),
-        Stage("whole", Value, run("whole"), needs=("right",)),
-        Stage("small", Value, run("small"), share=half),
+        Stage("left", Value, _timed(order, "left", both, linger=0.5), share=_half),
+        Stage("right", Value, _timed(order, "right", both), share=_half),
+        Stage("whole", Value, _timed(order, "whole"), needs=("right",)),
+        Stage("small", Value, _timed(order, "small"), share=_half),
     ]
     _runner(config, stages).run()
     assert set(order[:2]) == {"left start", "right start"}
     # once "right" ended, "whole" is ready but needs the cluster: "small" (declared after it) waits instead of filling the gap
     assert order.index("left end") < order.index("whole start") < order.index("whole end") < order.index("small start")
+
+
+def test_a_stage_about_to_be_ready_keeps_the_room_it_will_need(config: Config) -> None:
+    order: list[str] = []
+    both = threading.Barrier(2, timeout=10)
+    stages = [  # two translators, then the translation (the whole cluster), and a reference row that needs neither
+        Stage("tanq", Value, _timed(order, "tanq", both, linger=0.5), share=_half),
+        Stage("cyclegan", Value, _timed(order, "cyclegan", both), share=_half),
+        Stage("translate", Value, _timed(order, "translate"), needs=("tanq", "cyclegan")),
+        Stage("reference", Value, _timed(order, "reference"), share=_half),
+    ]
+    _runner(config, stages).run()
+    assert order.index("translate end") < order.index("reference start")  # it did not take the room while "tanq" finished
+
+
+def test_a_stage_about_to_be_ready_that_will_fit_holds_nothing_back(config: Config) -> None:
+    order: list[str] = []
+    beside = threading.Barrier(2, timeout=10)  # round 0 and the reference row must run at the same time
+    stages = [
+        Stage("round-0", Value, _timed(order, "round-0", beside), share=_half),
+        Stage("round-1", Value, _timed(order, "round-1"), needs=("round-0",), share=_half),
+        Stage("reference", Value, _timed(order, "reference", beside), share=_half),
+    ]
+    _runner(config, stages).run()
+    assert order.index("reference start") < order.index("round-0 end")
 
 
 def test_after_a_failure_no_new_stage_starts_and_the_error_reaches_the_caller(config: Config) -> None:
