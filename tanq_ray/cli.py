@@ -28,6 +28,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Input problems that deserve a one-line message rather than a traceback."""
     from tanq_ray.data.ingest import IngestError
     from tanq_ray.data.layout import LayoutError
+    from tanq_ray.data.phantom import CohortFolderError
     from tanq_ray.train.launcher import TrainingSetupError
     from tanq_ray.evaluate import EvaluationError
     from tanq_ray.segment import DatasetError
@@ -36,7 +37,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         ConfigError, OutputFolderBusy, FileNotFoundError, LayoutError, IngestError, TrainingSetupError, SweepFailedError,
-        TranslateError, DatasetError, EvaluationError,
+        TranslateError, DatasetError, EvaluationError, CohortFolderError,
     )  # fmt: skip
 
 

@@ -1,7 +1,10 @@
 """The ingest stage on Ray: shards, manifest, skipping bad volumes, resuming, readers."""
 
+import gzip
+import io
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -61,6 +64,47 @@ def test_bad_volumes_are_skipped_and_counted(ray_local, make_cohort, tmp_path: P
     assert Manifest.read(tmp_path / "shards").counts()["volumes_skipped"] == 2
     assert not list((tmp_path / "shards").rglob("*_50_*.parquet")) and not list((tmp_path / "shards").rglob("*_51_*.parquet"))
     assert "crossmoda2022_ldn_50_ceT1.nii.gz" in caplog.text
+
+
+def _header_only(shape: tuple[int, int, int], path: Path) -> Path:
+    """A gzipped NIfTI whose header claims ``shape`` (uint8) but which holds only a few bytes of voxels."""
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape(shape)
+    header.set_sform(np.eye(4), code=1)
+    buffer = io.BytesIO()
+    header.write_to(buffer)
+    buffer.write(b"\0" * (int(header["vox_offset"]) - buffer.tell() + 512))
+    path.write_bytes(gzip.compress(buffer.getvalue()))
+    return path
+
+
+def test_volumes_that_used_to_crash_ingest_are_skipped_with_their_reasons(ray_local, make_cohort, tmp_path: Path) -> None:
+    folder = make_cohort(n_labelled=1, n_unlabelled=1)
+    rgb = np.zeros((8, 8, 8), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(folder / "crossmoda2022_etz_60_hrT2.nii.gz"))  # a TypeError before
+    _header_only((4000, 4000, 4000), folder / "crossmoda2022_etz_61_hrT2.nii.gz")  # a MemoryError before
+    save_nifti(np.ones((8, 8, 8), np.float32), folder / "crossmoda2022_etz_62_hrT2.nii.gz", np.diag([1.0, 1.0, 1000.0, 1.0]))
+    result = run_ingest(folder, tmp_path / "shards", SETTINGS, progress=False)
+    reasons = {s.key: s.reason for s in result.manifest.skipped}
+    assert set(reasons) == {"crossmoda2022_etz_60_hrT2", "crossmoda2022_etz_61_hrT2", "crossmoda2022_etz_62_hrT2"}
+    assert "is not a grey level" in reasons["crossmoda2022_etz_60_hrT2"]
+    assert "(4000, 4000, 4000) = 64,000,000,000 voxels" in reasons["crossmoda2022_etz_61_hrT2"]
+    assert "slices" in reasons["crossmoda2022_etz_62_hrT2"] and "1000.0" in reasons["crossmoda2022_etz_62_hrT2"]
+    assert result.manifest.counts()["volumes_ceT1"] == 1 and result.manifest.counts()["volumes_hrT2"] == 1
+
+
+def test_any_failure_of_one_volume_is_a_skip_naming_the_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tanq_ray.data import ingest
+    from tanq_ray.data.layout import VolumeFiles
+
+    def unforeseen(*args, **kwargs):
+        raise KeyError("a reader nobody expected to fail")
+
+    monkeypatch.setattr(ingest, "ingest_volume", unforeseen)
+    files = VolumeFiles("crossmoda2022_ldn_1", "ceT1", tmp_path / "a.nii.gz")
+    skipped = ingest._ingest_task(files, SETTINGS, str(tmp_path))
+    assert skipped.file == str(tmp_path / "a.nii.gz") and skipped.reason == "KeyError: 'a reader nobody expected to fail'"
 
 
 def test_stop_policy_raises_naming_the_file(ray_local, make_cohort, tmp_path: Path) -> None:

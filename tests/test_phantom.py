@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from tanq_ray.data import phantom
 from tanq_ray.data.layout import scan_folder
-from tanq_ray.data.phantom import CONTRAST, Cohort, generate_cohort
+from tanq_ray.data.phantom import CONTRAST, Cohort, CohortFolderError, generate_cohort
 from tanq_ray.data.phantom_figure import render_phantom_figure
 
 CASE_ID = re.compile(r"^crossmoda2022_(ldn|etz)_(\d+)$")
@@ -259,6 +259,42 @@ def test_rerun_keeps_a_complete_cohort_and_replaces_an_other_one(tmp_path: Path)
     expected |= {f"{c}_Label.nii.gz" for c in smaller.unlabelled_cases + smaller.eval_case_ids}
     assert names == expected, "files of the earlier cohort must not linger"
     assert not list(tmp_path.rglob(".tmp-*")), "no temporary files left behind"
+
+
+def test_an_interrupted_cohort_is_finished_by_the_next_run(tmp_path: Path) -> None:
+    calls = 0
+
+    def interrupt(done: int, total: int, volume: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_cohort(tmp_path, cases=2, eval_cases=1, size=48, progress=interrupt)
+    cohort = generate_cohort(tmp_path, cases=2, eval_cases=1, size=48)  # its own half-written files are rewritten
+    assert len(list(tmp_path.rglob("*.nii.gz"))) == 10 and len(cohort.eval_case_ids) == 1
+
+
+def test_files_the_phantom_did_not_write_are_never_overwritten(tmp_path: Path) -> None:
+    real = tmp_path / "train" / "crossmoda2022_ldn_1_ceT1.nii.gz"  # a real scan with a CrossMoDA name
+    real.parent.mkdir()
+    real.write_bytes(b"a real scan")
+    with pytest.raises(CohortFolderError, match="crossmoda2022_ldn_1_ceT1.nii.gz.*refusing to overwrite"):
+        generate_cohort(tmp_path, cases=1, eval_cases=0, size=48)
+    assert real.read_bytes() == b"a real scan" and not (tmp_path / "cohort.json").exists()
+
+
+@pytest.mark.parametrize("listed", ["train/../../outside.nii.gz", "/etc/outside.nii.gz", "notes/outside.nii.gz"])
+def test_a_cohort_json_that_points_outside_the_cohort_is_refused(tmp_path: Path, listed: str) -> None:
+    root = tmp_path / "cohort"
+    root.mkdir()
+    outside = tmp_path / "outside.nii.gz"
+    outside.write_bytes(b"keep me")
+    (root / "cohort.json").write_text(json.dumps({"version": 0, "cases": {"x": {"files": {"image": listed}}}}))
+    with pytest.raises(CohortFolderError, match="refusing to write or delete it"):
+        generate_cohort(root, cases=1, eval_cases=0, size=48)
+    assert outside.read_bytes() == b"keep me"
 
 
 # ----------------------------------------------------------------------------- figure

@@ -75,8 +75,8 @@ def fingerprint(files: VolumeFiles, settings: IngestConfig) -> str:
 def ingest_volume(files: VolumeFiles, settings: IngestConfig, root: Path) -> VolumeRecord:
     """Read, validate, resample, slice and write one volume; raises BadVolumeError on bad input."""
     start = time.perf_counter()
-    volume = load_volume(files.image)
-    label_volume = None if files.label is None else load_volume(files.label, is_label=True)
+    volume = load_volume(files.image, target_spacing=settings.spacing)
+    label_volume = None if files.label is None else load_volume(files.label, is_label=True, target_spacing=settings.spacing)
     if label_volume is not None:
         check_pair(volume, label_volume, files.image, files.label)  # type: ignore[arg-type]
     geometry = plan_roi(volume, settings)
@@ -123,11 +123,17 @@ def _finished_record(files: VolumeFiles, settings: IngestConfig, root: Path) -> 
 
 
 def _ingest_task(files: VolumeFiles, settings: IngestConfig, root: str) -> VolumeRecord | SkippedVolume:
-    """Ray task body: a record, or the skip reason (returned, not raised, so the driver decides)."""
+    """Ray task body: a record, or the skip reason (returned, not raised, so the driver decides).
+
+    Any failure of one volume is a skip with its reason, whatever its type: a
+    volume that breaks a reader in a way no check foresaw must not stop the others.
+    """
     try:
         return ingest_volume(files, settings, Path(root))
     except BadVolumeError as err:
         return SkippedVolume(key=files.key, file=str(err.path), reason=err.reason)
+    except Exception as err:  # noqa: BLE001 - reported as the skip's reason
+        return SkippedVolume(key=files.key, file=str(files.image), reason=f"{type(err).__name__}: {err}")
 
 
 def run_ingest(train_dir: str | Path, out_dir: str | Path, settings: IngestConfig, *, progress: bool = True) -> IngestResult:

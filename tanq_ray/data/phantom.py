@@ -364,11 +364,40 @@ def _cohort(root: Path, plans: list[CasePlan]) -> Cohort:
     )
 
 
+COHORT_FOLDERS = ("train", "eval", "eval_labels", "train_hrT2_labels")
+"""The only folders of the cohort root the phantom writes files in."""
+
+
+class CohortFolderError(FileExistsError):
+    """The phantom would write or delete a file that is not its own."""
+
+
 def _existing_summary(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _cohort_file(root: Path, rel: str) -> Path:
+    """``root / rel`` when ``rel`` names a file in one of :data:`COHORT_FOLDERS`; else a :class:`CohortFolderError`."""
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or len(parts) != 2 or parts[0] not in COHORT_FOLDERS or parts[1] in ("", ".", ".."):
+        raise CohortFolderError(
+            f"the phantom's record '{root / SUMMARY_NAME}' lists '{rel}', which is not a file of "
+            f"{'/, '.join(COHORT_FOLDERS)}/ in '{root}': refusing to write or delete it (is this folder a phantom cohort?)"
+        )
+    return root / rel
+
+
+def _recorded_files(root: Path, summary: dict[str, Any] | None) -> set[str]:
+    """The files an earlier ``cohort.json`` of ours says we wrote (each checked to lie inside the cohort)."""
+    if summary is None:
+        return set()
+    recorded = {rel for case in summary.get("cases", {}).values() for rel in case.get("files", {}).values()}
+    for rel in recorded:
+        _cohort_file(root, rel)
+    return recorded
 
 
 def generate_cohort(
@@ -382,9 +411,12 @@ def generate_cohort(
     """Write a phantom cohort under ``out_dir`` (layout in the module docstring) and return it.
 
     Deterministic for the arguments. If ``out_dir`` already holds a complete cohort
-    written with the same arguments (``cohort.json`` is written last), nothing is
-    rewritten, so file times (and downstream caches keyed on them) stay valid. Files
-    of an earlier, different phantom cohort in the same folder are removed.
+    written with the same arguments, nothing is rewritten, so file times (and
+    downstream caches keyed on them) stay valid. ``cohort.json`` is the record of
+    what the phantom wrote: files of an earlier, different phantom cohort that it
+    lists are removed; a file it does not list is never overwritten
+    (:class:`CohortFolderError`), and a listed path outside the cohort's folders
+    is refused.
     ``progress(done, total, description)`` is called after each volume.
     """
     if cases < 1 or eval_cases < 0:
@@ -396,16 +428,22 @@ def generate_cohort(
     params = {"cases": cases, "eval_cases": eval_cases, "size": size, "seed": seed}
     cohort = _cohort(root, plans)
     old = _existing_summary(root / SUMMARY_NAME)
+    ours = _recorded_files(root, old)
     wanted = {rel for p in plans for rel in p.files().values()}
-    if old is not None and old.get("version") == VERSION and old.get("params") == params:
-        if all((root / rel).is_file() for rel in wanted):
-            return cohort
-    if old is not None:  # drop files of a previous phantom cohort that this one does not rewrite
-        for case in old.get("cases", {}).values():
-            for rel in case.get("files", {}).values():
-                if rel not in wanted and rel.split("/")[0] in ("train", "eval", "eval_labels", "train_hrT2_labels"):
-                    (root / rel).unlink(missing_ok=True)
-        (root / SUMMARY_NAME).unlink(missing_ok=True)  # until the new one is written, the folder holds no complete cohort
+    complete = old is not None and old.get("complete", True) and old.get("version") == VERSION and old.get("params") == params
+    if complete and all((root / rel).is_file() for rel in wanted):
+        return cohort
+    foreign = sorted(rel for rel in wanted - ours if (root / rel).exists())
+    if foreign:
+        raise CohortFolderError(
+            f"'{root}' already holds {len(foreign)} file(s) the phantom did not write (its cohort.json does not list them), "
+            f"e.g. '{root / foreign[0]}': refusing to overwrite them; choose an empty folder"
+        )
+    for rel in ours - wanted:  # files of a previous phantom cohort that this one does not rewrite
+        _cohort_file(root, rel).unlink(missing_ok=True)
+    # until the full summary is written, the folder holds an incomplete cohort whose files are ours to rewrite
+    claim = {"version": VERSION, "params": params, "complete": False, "cases": {p.case_id: {"files": p.files()} for p in plans}}
+    write_text_atomic(root / SUMMARY_NAME, json.dumps(claim, indent=1))
 
     start = time.perf_counter()
     records: dict[str, Any] = {}
@@ -425,6 +463,7 @@ def generate_cohort(
         "generator": "tanq_ray.data.phantom",
         "version": VERSION,
         "params": params,
+        "complete": True,
         "labelled_cases": cohort.labelled_cases,
         "unlabelled_cases": cohort.unlabelled_cases,
         "eval_case_ids": cohort.eval_case_ids,

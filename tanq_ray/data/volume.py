@@ -8,9 +8,11 @@ expected. The ingest stage turns these into skipped cases (see
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -18,6 +20,13 @@ from scipy import ndimage
 
 from tanq_ray.labels import VALUES
 
+MAX_VOXELS = 2**28
+"""Voxels a volume may hold, as stored or resampled to the ingest spacing (268M; a CrossMoDA ceT1 has about 31M).
+A header claiming more is broken or not one MR volume, and reading it would exhaust memory."""
+UNREADABLE = (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError)
+"""What nibabel raises for a file that is not a (complete) NIfTI."""
+MAX_SLICES = 4096
+"""Axial slices a volume may plan at the ingest spacing (a 1.5 mm grid over 6 m): more means a broken spacing."""
 
 
 class BadVolumeError(ValueError):
@@ -46,18 +55,53 @@ class Volume:
     orientation: np.ndarray
 
 
-def load_volume(path: str | Path, *, is_label: bool = False) -> Volume:
+def check_header(path: Path, image: nib.Nifti1Image, target_spacing: Sequence[float] | None = None) -> None:
+    """What the header alone tells, before any voxel is read: numeric voxels, and a size that fits in memory.
+
+    ``target_spacing`` (mm, RAS+ axis order): the grid the volume will be
+    resampled to, which must not plan more than :data:`MAX_SLICES` slices or
+    :data:`MAX_VOXELS` voxels either.
+    """
+    dtype = image.get_data_dtype()
+    if dtype.fields is not None or dtype.kind not in "biuf":
+        raise BadVolumeError(path, f"voxel type {dtype} is not a grey level (an RGB or complex image?): expected one MR volume")
+    shape = tuple(int(n) for n in image.shape)
+    if math.prod(shape) > MAX_VOXELS:
+        raise BadVolumeError(path, f"the header claims {shape} = {math.prod(shape):,} voxels, more than {MAX_VOXELS:,}")
+    if target_spacing is None or len(shape) < 3:
+        return
+    affine = np.asarray(image.affine, dtype=np.float64)
+    spacing = nib.affines.voxel_sizes(affine)[:3]
+    axes = nib.orientations.io_orientation(affine)[:, 0]
+    if np.isnan(axes).any() or not (spacing > 0).all():
+        raise BadVolumeError(path, f"the affine has no usable orientation or spacing (voxel sizes {spacing.round(4).tolist()} mm)")
+    order = np.argsort(axes.astype(int))  # stored axis of each RAS+ axis
+    planned = resampled_shape(tuple(shape[i] for i in order), tuple(float(spacing[i]) for i in order), tuple(target_spacing))
+    if planned[2] > MAX_SLICES or math.prod(planned) > MAX_VOXELS:
+        raise BadVolumeError(
+            path,
+            f"voxel sizes {spacing.round(4).tolist()} mm over {shape} voxels plan {planned} voxels at the ingest spacing "
+            f"{list(target_spacing)} mm (at most {MAX_SLICES} slices and {MAX_VOXELS:,} voxels): a broken spacing?",
+        )
+
+
+def load_volume(path: str | Path, *, is_label: bool = False, target_spacing: Sequence[float] | None = None) -> Volume:
     """Load a NIfTI file, validate it, and reorient it to RAS+ (closest canonical).
 
-    Checks: the file decompresses and parses, the image is 3-D (a trailing
-    singleton 4th axis is dropped), all voxels are finite, and a label holds
-    only values in {0, 1, 2}.
+    Checks: the file decompresses and parses, its header describes a volume
+    that fits in memory, also at ``target_spacing`` (:func:`check_header`),
+    the image is 3-D (a trailing singleton 4th axis is dropped), all voxels
+    are finite, and a label holds only values in {0, 1, 2}.
     """
     path = Path(path)
     try:
         image = nib.load(str(path))
+    except UNREADABLE as err:
+        raise BadVolumeError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})") from None
+    check_header(path, image, target_spacing)
+    try:
         data = np.asanyarray(image.dataobj)
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as err:
+    except UNREADABLE as err:
         raise BadVolumeError(path, f"cannot be read as NIfTI ({type(err).__name__}: {err})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
