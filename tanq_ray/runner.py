@@ -177,7 +177,8 @@ class Runner:
         failure: BaseException | None = None
         while True:
             while failure is None and (startable := self._startable(waiting, running, outputs)):
-                for stage, recorded in startable:
+                adoptable = [(stage, recorded) for stage, recorded in startable if recorded is not None]
+                for stage, recorded in adoptable or startable:  # recorded ones first: they may make earlier stages ready
                     waiting.remove(stage)
                     if recorded is not None:
                         outputs[stage.name] = self._adopt(stage, recorded)

@@ -169,6 +169,21 @@ def test_a_stage_about_to_be_ready_that_will_fit_holds_nothing_back(config: Conf
     assert order.index("reference start") < order.index("round-0 end")
 
 
+def test_recorded_stages_are_adopted_before_anything_starts(config: Config) -> None:
+    order: list[str] = []
+    stages = [  # "translate" finished before; round 0 needs it and is declared before the reference rows
+        Stage("translate", Value, _timed(order, "translate")),
+        Stage("round-0", Value, _timed(order, "round-0", linger=0.2), needs=("translate",), share=_half),
+        Stage("source-only", Value, _timed(order, "source-only", linger=0.2), share=_half),
+        Stage("target-supervised", Value, _timed(order, "target-supervised"), share=_half),
+    ]
+    _runner(config, stages).run(["translate"])
+    order.clear()
+    _runner(config, stages).run()
+    assert "translate start" not in order
+    assert set(order[:2]) == {"round-0 start", "source-only start"}  # not both reference rows ahead of round 0
+
+
 def test_after_a_failure_no_new_stage_starts_and_the_error_reaches_the_caller(config: Config) -> None:
     calls: list[str] = []
 
