@@ -146,7 +146,10 @@ class Runner:
                 raise ValueError(f"stage '{stage.name}' is keyed by {stage.keyed_by}, not all of which it needs")
 
     def _stage(self, name: str) -> Stage:
-        return next(stage for stage in self.stages if stage.name == name)
+        found = [stage for stage in self.stages if stage.name == name]
+        if not found:
+            raise ValueError(f"unknown stage '{name}', expected one of {[stage.name for stage in self.stages]}")
+        return found[0]
 
     def needed_for(self, targets: Sequence[str]) -> list[Stage]:
         """The stages ``targets`` need, themselves included, in declaration order."""

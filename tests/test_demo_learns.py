@@ -6,10 +6,9 @@ one cohort. Two sets of floors on the evaluation hrT2 (mean over cases):
 
 - what the demo reaches today (docs/performance.md, "Pipeline"), a little under the
   measured values: the segmenter learns the VS and cochlea from real hrT2,
-  nnUNet trained on pseudo-hrT2 finds the VS on real hrT2 where the
-  ceT1-trained one does not, and after self-training it still does (one
-  round on noisy pseudo-labels may lose some of it). A broken region of
-  interest or a broken translation fails them;
+  nnUNet trained on pseudo-hrT2 finds the VS and the cochlea on real hrT2
+  where the ceT1-trained one does not, and after self-training it still
+  does. A broken region of interest or a broken translation fails them;
 - the recipe's goal: the target-supervised row reaches VS >= 0.7 and
   cochlea >= 0.5, the final adapted row VS >= 0.5 and cochlea >= 0.3.
   Not reached yet (docs/learning-on-a-cpu.md, sections 8-9): a
@@ -45,10 +44,12 @@ def rows(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 def test_tiny_pipeline_reaches_the_demo_floors(rows: dict[str, dict[str, float]]) -> None:
     source, target = rows["source-only"], rows["target-supervised"]
     multi_view, final = rows["multi-view (no self-training)"], rows["self-training round 1"]
-    # target-supervised cochlea measured 0.35-0.54 in six runs and 0.22 in a seventh, with unchanged settings
-    assert target["dice_vs"] >= 0.6 and target["dice_cochlea"] >= 0.15, rows
-    assert multi_view["dice_vs"] >= source["dice_vs"] + 0.1, rows
-    assert final["dice_vs"] >= source["dice_vs"] + 0.1, rows
+    # measured with every patch around a structure (docs/learning-on-a-cpu.md, section 11), three runs:
+    # target-supervised VS 0.45-0.69, cochlea 0.30-0.55; the adapted rows VS 0.29-0.44, cochlea 0.16-0.30
+    assert target["dice_vs"] >= 0.4 and target["dice_cochlea"] >= 0.25, rows
+    for adapted in (multi_view, final):
+        assert adapted["dice_vs"] >= source["dice_vs"] + 0.15, rows
+        assert adapted["dice_cochlea"] >= source["dice_cochlea"] + 0.1, rows
 
 
 @pytest.mark.slow

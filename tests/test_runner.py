@@ -205,3 +205,5 @@ def test_declarations_are_checked(config: Config) -> None:
         _runner(config, [Stage("a", Value, lambda c, i: Value(0), needs=("b",)), Stage("b", Value, lambda c, i: Value(0))])
     with pytest.raises(ValueError, match="unique"):
         _runner(config, [Stage("a", Value, lambda c, i: Value(0))] * 2)
+    with pytest.raises(ValueError, match="unknown stage 'e', expected one of \\['a', 'b', 'c', 'd'\\]"):
+        _runner(config, _graph([])).run(["e"])
