@@ -186,10 +186,7 @@ class Runner:
                     if recorded is not None:
                         outputs[stage.name] = self._adopt(stage, recorded)
                     elif stage.name in adopt_only:
-                        raise StageNotFinished(
-                            f"stage '{stage.name}' has not finished with these settings"
-                            + (f": run `{stage.made_by}` first" if stage.made_by else "")
-                        )
+                        raise self._not_finished(stage)
                     else:
                         running[stage.name] = self._start(stage, outputs, finished)
             if not running:
@@ -236,6 +233,18 @@ class Runner:
             startable.append((stage, recorded))
             share += want
         return startable
+
+    def _not_finished(self, stage: Stage) -> StageNotFinished:
+        """Why ``stage`` has no finished record with these settings, and which command makes one."""
+        record = stage_records.read_record(self.records, stage.name)
+        if record is None:
+            why = "has not run"
+        elif record.get("state") != "done":
+            why = "did not finish"
+        else:
+            why = "finished with other settings than this command's"
+        how = f": run `{stage.made_by}` first, with this command's settings" if stage.made_by else ""
+        return StageNotFinished(f"stage '{stage.name}' {why}{how}")
 
     def _key(self, stage: Stage, outputs: Mapping[str, Any]) -> str:
         """Hash of the stage's ``reads`` and its needs' keys; kept in :attr:`keys`."""

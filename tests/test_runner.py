@@ -102,10 +102,13 @@ def test_a_stage_that_must_have_finished_names_the_command_that_makes_it(config:
     calls: list[str] = []
     stages = _graph(calls)
     stages[0] = Stage("a", Value, lambda context, inputs: Value(1), made_by="tanq ingest")
-    with pytest.raises(StageNotFinished, match=r"stage 'a' has not finished with these settings: run `tanq ingest` first"):
+    with pytest.raises(StageNotFinished, match=r"stage 'a' has not run: run `tanq ingest` first, with this command's settings"):
         _runner(config, stages).run(["b"], adopt_only=["a"])
     _runner(config, stages).run(["a"])
     assert _runner(config, stages).run(["b"], adopt_only=["a"])["b"] == Value(11)
+    stages[0] = Stage("a", Value, lambda context, inputs: Value(1), reads=lambda config, inputs: {"other": 1}, made_by="tanq ingest")
+    with pytest.raises(StageNotFinished, match=r"stage 'a' finished with other settings than this command's: run `tanq ingest`"):
+        _runner(config, stages).run(["b"], adopt_only=["a"])
 
 
 def _timed(order: list[str], name: str, barrier: threading.Barrier | None = None, linger: float = 0.0):

@@ -143,6 +143,7 @@ def _records(folder: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(folder.glob("trials/*/trial.json"))}
 
 
+@pytest.mark.slow  # 2.5 minutes: `make test` stays under 20 minutes on 2 cores
 def test_a_sweep_whose_driver_is_killed_resumes_without_rerunning_finished_trials(ingested: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [
