@@ -83,13 +83,14 @@ def ray_local():
     ray.shutdown()
 
 
+TINY_PHANTOM = ["phantom.cases=2", "phantom.eval_cases=0", "phantom.size=64", "ingest.image_size=32"]
+"""The settings of :func:`ingest_tiny_phantom`: a command that needs its shards finished passes them too."""
+
+
 def ingest_tiny_phantom(out: Path) -> Path:
     """A 2 + 2-volume phantom ingested at 32 x 32 under ``out`` (for module-scoped fixtures)."""
     from tanq_ray.cli import main
 
-    args = [
-        "ingest", f"output_dir={out}", "phantom.cases=2", "phantom.eval_cases=0", "phantom.size=64",
-        "ingest.image_size=32", f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
-    ]  # fmt: skip
+    args = ["ingest", f"output_dir={out}", *TINY_PHANTOM, f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}"]
     assert main(args) == 0
     return out

@@ -144,8 +144,9 @@ def test_ingest_and_training_jobs_share_storage_and_log_to_mlflow_on_postgresql(
     assert status.count("node_") == 2
 
     shared = cluster.temp / "shared"  # the one output folder both nodes use: shards, Ray Train storage, generator
-    common = ["--config", "configs/tiny.yaml", f"output_dir={shared}"]  # no tracking URI: it comes from the environment
-    ingest = cluster.run_in_place("jobs/ingest.py", *common, "phantom.cases=2", "phantom.eval_cases=0", "ingest.image_size=32")
+    # no tracking URI: it comes from the environment; the training job finds the shards finished with the same settings
+    common = ["--config", "configs/tiny.yaml", f"output_dir={shared}", "phantom.cases=2", "phantom.eval_cases=0", "ingest.image_size=32"]
+    ingest = cluster.run_in_place("jobs/ingest.py", *common)
     assert "succeeded" in ingest.lower()
     train = cluster.run_in_place(
         "jobs/train.py", *common, "model=tanq", "models.tanq.epochs=1", "train.num_workers=1", "train.cpus_per_worker=1"

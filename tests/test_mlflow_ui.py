@@ -43,7 +43,7 @@ from typing import Any, Iterator
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ingest_tiny_phantom
+from conftest import TINY_PHANTOM, ingest_tiny_phantom
 from tanq_ray.cli import main
 from test_tracking_outage import Server
 
@@ -373,8 +373,8 @@ def ui(chromium: str, tmp_path_factory: pytest.TempPathFactory, ray_local) -> It
             server.start()
         out = ingest_tiny_phantom(root / "data")
         common = [
-            f"output_dir={out}", f"tracking.tracking_uri={server.url}", f"tracking.experiment={EXPERIMENT}",
-            "ingest.image_size=32", "train.batch_size=2", "train.visual_every=1", "sweep.score_slices=8",
+            f"output_dir={out}", f"tracking.tracking_uri={server.url}", f"tracking.experiment={EXPERIMENT}", *TINY_PHANTOM,
+            "train.batch_size=2", "train.visual_every=1", "sweep.score_slices=8",
         ]  # fmt: skip
         for model, settings in RUNS.items():
             assert main(["train", f"model={model}", *common, *settings]) == 0

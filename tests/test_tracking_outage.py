@@ -92,13 +92,13 @@ def test_records_logged_during_an_outage_arrive_after_it(server: Server, tmp_pat
 @pytest.mark.slow
 def test_a_translator_keeps_training_through_an_outage(server: Server, tmp_path: Path) -> None:
     """``tanq train`` with its server stopped for a while mid-training finishes, with every epoch's metrics (2.5 min)."""
-    from conftest import ingest_tiny_phantom
+    from conftest import TINY_PHANTOM, ingest_tiny_phantom
 
     out = ingest_tiny_phantom(tmp_path / "data")
     epochs = 8
     command = [
         str(BIN / "tanq"), "train", "model=cyclegan", f"output_dir={out}", f"tracking.tracking_uri={server.url}",
-        "tracking.experiment=outage", "ingest.image_size=32", "models.cyclegan.ngf=8", "models.cyclegan.ndf=8",
+        "tracking.experiment=outage", *TINY_PHANTOM, "models.cyclegan.ngf=8", "models.cyclegan.ndf=8",
         "models.cyclegan.n_blocks=2", f"models.cyclegan.epochs={epochs}", "train.batch_size=2", "train.num_workers=1",
         "train.visual_every=2",
     ]  # fmt: skip
