@@ -1,19 +1,20 @@
-"""The demo configuration learns: Dice floors of the tiny pipeline on the phantom (slow: about 13 minutes a cohort).
+"""The demo configuration learns: Dice floors of the tiny pipeline on the phantom (slow: about 14 minutes a cohort).
 
 Each cohort runs ``configs/tiny.yaml`` once: the demo's (seed 0, size 96) and
 another seed and size (seed 7, size 128), so the settings are not tuned to
-one cohort. Two sets of floors on the evaluation hrT2 (mean over cases):
+one cohort. Floors on the evaluation hrT2 (mean over cases):
 
-- what the demo reaches today (docs/performance.md, "Pipeline"), a little under the
-  measured values: the segmenter learns the VS and cochlea from real hrT2,
-  nnUNet trained on pseudo-hrT2 finds the VS and the cochlea on real hrT2
-  where the ceT1-trained one does not, and after self-training it still
-  does. A broken region of interest or a broken translation fails them;
-- the recipe's goal: the target-supervised row reaches VS >= 0.7 and
-  cochlea >= 0.5, the final adapted row VS >= 0.5 and cochlea >= 0.3.
-  Not reached yet (docs/learning-on-a-cpu.md, sections 8-9): a
-  strict expected failure, so it fails the day the demo reaches them and
-  the marker must go.
+- the segmenter's budget: the target-supervised row reaches VS >= 0.7 and
+  cochlea >= 0.5 (the recipe's floor for it; measured 0.78 / 0.61 and
+  0.75 / 0.57, docs/learning-on-a-cpu.md section 12). A broken region of
+  interest fails it (0.39 / 0.00, section 8);
+- adaptation: nnUNet trained on pseudo-hrT2 finds the VS on real hrT2 where
+  the ceT1-trained one does not, before and after self-training (measured
+  0.20-0.56 against 0.00). A broken translation fails it (identity
+  translators: 0.00, section 8);
+- the recipe's goal for the final adapted row, VS >= 0.5 and cochlea >= 0.3,
+  is not reached yet: a strict expected failure, so it fails the day the
+  demo reaches it and the marker must go.
 """
 
 from __future__ import annotations
@@ -41,21 +42,21 @@ def rows(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_reaches_the_demo_floors(rows: dict[str, dict[str, float]]) -> None:
-    source, target = rows["source-only"], rows["target-supervised"]
-    multi_view, final = rows["multi-view (no self-training)"], rows["self-training round 1"]
-    # measured with every patch around a structure (docs/learning-on-a-cpu.md, section 11), three runs:
-    # target-supervised VS 0.45-0.69, cochlea 0.30-0.55; the adapted rows VS 0.29-0.44, cochlea 0.16-0.30
-    assert target["dice_vs"] >= 0.4 and target["dice_cochlea"] >= 0.25, rows
-    for adapted in (multi_view, final):
-        assert adapted["dice_vs"] >= source["dice_vs"] + 0.15, rows
-        assert adapted["dice_cochlea"] >= source["dice_cochlea"] + 0.1, rows
+def test_the_target_supervised_row_reaches_the_recipe_floors(rows: dict[str, dict[str, float]]) -> None:
+    target = rows["target-supervised"]
+    assert target["dice_vs"] >= 0.7 and target["dice_cochlea"] >= 0.5, rows
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the tiny budget does not reach the recipe's floors yet (docs/learning-on-a-cpu.md)")
-def test_tiny_pipeline_reaches_the_recipe_floors(rows: dict[str, dict[str, float]]) -> None:
-    target, final = rows["target-supervised"], rows["self-training round 1"]
-    assert target["dice_vs"] >= 0.7 and target["dice_cochlea"] >= 0.5, rows
+def test_nnunet_trained_on_pseudo_hrT2_finds_the_vs_on_real_hrT2(rows: dict[str, dict[str, float]]) -> None:
+    source = rows["source-only"]
+    for adapted in (rows["multi-view (no self-training)"], rows["self-training round 1"]):
+        assert adapted["dice_vs"] >= source["dice_vs"] + 0.15, rows
+    assert rows["multi-view (no self-training)"]["dice_mean"] > source["dice_mean"], rows
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the tiny budget does not reach the final row's floors yet (docs/learning-on-a-cpu.md)")
+def test_the_final_adapted_row_reaches_the_recipe_floors(rows: dict[str, dict[str, float]]) -> None:
+    final = rows["self-training round 1"]
     assert final["dice_vs"] >= 0.5 and final["dice_cochlea"] >= 0.3, rows
-    assert rows["multi-view (no self-training)"]["dice_mean"] > rows["source-only"]["dice_mean"], rows

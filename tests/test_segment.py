@@ -258,3 +258,23 @@ def test_fold_all_trains_one_model_on_every_case_and_predicts(ray_local, cohort,
 
     again = train_segmenter(settings, tmp_path / "segment", cases, use_gpu=False)
     assert not again.trained  # complete without a validation of its own
+
+
+def test_progress_png_is_drawn_after_the_last_epoch_and_at_most_once_per_interval(monkeypatch, tmp_path: Path) -> None:
+    from nnunetv2.training.logging.nnunet_logger import MetaLogger
+
+    from tanq_ray.segment.trainer import SparseProgressLogger
+
+    drawn: list[int] = []
+    monkeypatch.setattr(MetaLogger, "plot_progress_png", lambda self, folder: drawn.append(len(self.get_value("epoch_end_timestamps", step=None))))
+
+    def train(epochs: int, interval: float) -> list[int]:
+        drawn.clear()
+        logger = SparseProgressLogger(MetaLogger(str(tmp_path), resume=False), epochs, interval)
+        for epoch in range(epochs):
+            logger.log("epoch_end_timestamps", time.time(), epoch)
+            logger.plot_progress_png(str(tmp_path))
+        return list(drawn)
+
+    assert train(5, interval=3600.0) == [5]  # short epochs: only the final picture
+    assert train(5, interval=0.0) == [1, 2, 3, 4, 5]  # epochs longer than the interval: every epoch, as nnUNet

@@ -22,8 +22,10 @@ section 3, step 2). What changes:
   "all" writes no ``checkpoint_best.pth`` (nnUNet picks "best" by the
   validation pseudo-Dice, and fold "all" validates on its training cases; it
   was rewritten after nearly every epoch, about a second each on a CPU);
-- nnUNet's ``progress.png`` is drawn at those epochs and the last one rather
-  than after every epoch (drawing it takes about a second of CPU);
+- nnUNet's ``progress.png`` is drawn at most once a minute and after the last
+  epoch, rather than after every epoch (drawing it takes about a second of
+  CPU, a tenth of a CPU epoch of the tiny configuration; a GPU epoch of the
+  paper's lasts longer than a minute, so there it is still drawn every epoch);
 - each epoch's train loss, val loss and pseudo-Dice (nnUNet's ``mean_fg_dice``,
   its moving average ``ema_fg_dice`` and one value per class) go to the fold's
   MLflow run with step = epoch, through a background sender, so that a
@@ -40,6 +42,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import time
+
 import torch
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -52,6 +56,7 @@ from tanq_ray.tracking_buffer import BackgroundLog
 TRAIN_PER_VALIDATION_ITERATION = 5  # nnUNet: 250 training and 50 validation iterations per epoch
 MAX_CHECKPOINTS_PER_RUN = 20
 NNUNET_SAVE_EVERY = 50
+PLOT_INTERVAL_SECONDS = 60.0
 
 
 def checkpoint_interval(epochs: int) -> int:
@@ -60,17 +65,19 @@ def checkpoint_interval(epochs: int) -> int:
 
 
 class SparseProgressLogger(MetaLogger):
-    """nnUNet's logger, drawing ``progress.png`` only every ``plot_every`` epochs and after the last one."""
+    """nnUNet's logger, drawing ``progress.png`` at most every ``interval`` seconds and after the last epoch."""
 
-    def __init__(self, logger: MetaLogger, plot_every: int, epochs: int) -> None:
+    def __init__(self, logger: MetaLogger, epochs: int, interval: float = PLOT_INTERVAL_SECONDS) -> None:
         self.__dict__.update(logger.__dict__)  # same loggers and logged values, no second set of loggers
-        self.plot_every = plot_every
         self.epochs = epochs
+        self.interval = interval
+        self.last_drawn = time.monotonic()
 
     def plot_progress_png(self, output_folder: str) -> None:
         finished = len(self.get_value("epoch_end_timestamps", step=None))
-        if finished % self.plot_every == 0 or finished == self.epochs:
+        if finished == self.epochs or time.monotonic() - self.last_drawn >= self.interval:
             super().plot_progress_png(output_folder)
+            self.last_drawn = time.monotonic()
 
 
 class TanqTrainer(nnUNetTrainer):
@@ -108,7 +115,7 @@ class TanqTrainer(nnUNetTrainer):
         self.test_time_mirroring = schedule.test_time_mirroring
         self.optimizer_name = schedule.optimizer
         self.save_every = checkpoint_interval(schedule.epochs)
-        self.logger = SparseProgressLogger(self.logger, self.save_every, schedule.epochs)
+        self.logger = SparseProgressLogger(self.logger, schedule.epochs)
         self.run = run
         self.progress = progress
 
