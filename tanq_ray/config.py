@@ -262,6 +262,11 @@ class StudyConfig(StrictModel):
         description="segmentation rows: Table 2's and the reference rows",
     )
     seeds: list[int] = Field([0, 1, 2], description="each row is trained once per seed (translators: train.seed; nnUNet: a new training)")
+    grid: dict[str, list[Any]] = Field(
+        {},
+        description="models.<model>.<field> -> values: each studied Table 2 row gains a row per combination, "
+        "its translators of that model trained with those values (tanq_ray.study_rows)",
+    )
     compare_to: str = Field("tanq", description="the row every other row's paired t-test is against (the paper's 'Ours')")
 
     @field_validator("rows")
@@ -273,6 +278,18 @@ class StudyConfig(StrictModel):
         unknown = [row for row in value if row not in known]
         if unknown or not value or len(set(value)) != len(value):
             raise ValueError(f"rows must be distinct names from {known}, got {value}")
+        return value
+
+    @field_validator("grid")
+    @classmethod
+    def _model_settings(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            parts = key.split(".")
+            settings = ModelsConfig.model_fields[parts[1]].annotation if len(parts) == 3 and parts[0] == "models" and parts[1] in TRANSLATOR_NAMES else None
+            if settings is None or parts[2] not in settings.model_fields:
+                raise ValueError(f"'{key}' is not a translator setting: grid keys are models.<{'|'.join(TRANSLATOR_NAMES)}>.<field>")
+            if not values or len({repr(v) for v in values}) != len(values):
+                raise ValueError(f"'{key}' needs one or more distinct values, got {values}")
         return value
 
     @field_validator("seeds")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -117,6 +118,11 @@ class StageState:
     state: str = "pending"  # pending | running | cached | done | failed
     seconds: float = 0.0
     started: float = 0.0
+
+
+def stage_tag(name: str) -> str:
+    """The parent run's tag saying whether stage ``name`` ran or was cached (MLflow keys allow no brackets or ``=``)."""
+    return "stage." + re.sub(r"[^\w\-. :/]", "_", name)
 
 
 @dataclass
@@ -256,7 +262,7 @@ class Runner:
 
     def _adopt(self, stage: Stage, recorded: dict[str, Any]) -> Any:
         self._set(stage.name, "cached")
-        self.context.parent.set_tags({f"stage.{stage.name}": "cached"})
+        self.context.parent.set_tags({stage_tag(stage.name): "cached"})
         return stage.outputs.from_json(recorded)
 
     def _start(self, stage: Stage, outputs: Mapping[str, Any], finished: queue.Queue) -> threading.Thread:
@@ -271,7 +277,7 @@ class Runner:
             try:
                 result = stage.run(self.context, inputs)
                 seconds = self._set(stage.name, "done", record=lambda s: stage_records.finish(self.records, stage.name, key, result.to_json(), s))
-                self.context.parent.set_tags({f"stage.{stage.name}": "ran"})
+                self.context.parent.set_tags({stage_tag(stage.name): "ran"})
                 log.debug("stage %s done in %.0f s", stage.name, seconds)
                 finished.put((stage.name, result, None))
             except BaseException as err:  # handed to the runner's thread

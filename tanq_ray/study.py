@@ -1,15 +1,17 @@
 """``tanq study``: the paper's ablation (Table 2) on one cohort, every row once per seed, one table with paired tests.
 
-Stages, each recorded like the pipeline's (:class:`~tanq_ray.pipeline.Pipeline`),
-so running the study again trains nothing that finished:
+The rows are ``study.rows`` and the variants ``study.grid`` adds
+(:mod:`tanq_ray.study_rows`). Stages, each recorded like the pipeline's
+(:mod:`tanq_ray.runner`), so running the study again trains nothing that finished:
 
 1. ``ingest`` (after the phantom when ``data.train_dir`` is unset);
-2. ``translators``: every translator row the studied rows need, once per seed
+2. ``translators``: every translator the studied rows need (a Table 2
+   translator row, with a grid point's settings for a variant), once per seed
    (``train.seed``), as one Ray Tune sweep (:mod:`tanq_ray.tune.sweep`: trials
    at once as the cluster holds them, an interrupted trial resumes from its
    checkpoint, a finished one is never retrained);
 3. ``translate seed <s>``: that seed's translators turn every ceT1 volume into
-   pseudo-hrT2, one view per translator row;
+   pseudo-hrT2, one view per translator;
 4. ``<row> seed <s>``: one nnUNet per row and seed (``segment.*``, no
    self-training, as in Table 2) on the row's views
    (:data:`~tanq_ray.models.ablations.SEGMENTATION_ROWS`), or for the reference
@@ -41,7 +43,6 @@ from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config, ConfigError, SweepConfig
 from tanq_ray.evaluate import comparison_table, readable_view, summarize
 from tanq_ray.io_utils import atomic_path, write_text_atomic
-from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS
 from tanq_ray.runner import Inputs, Runner, Stage, StageContext
 from tanq_ray.segment.roi_volumes import ROI_FOLDER
 from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, multi_view_cases, reference_cases
@@ -53,6 +54,7 @@ from tanq_ray.stages.data import INGEST, DataFolders
 from tanq_ray.stages.evaluate import prediction_pictures
 from tanq_ray.stages.segment import RowOutputs, reference_inputs, row_share, train_and_log_row
 from tanq_ray.stages.translate import Translations
+from tanq_ray.study_rows import StudyRow, Translator, studied_translators, study_rows
 from tanq_ray.tracking import Tracker
 from tanq_ray.translate import TranslatedCase, translate_cohort
 from tanq_ray.tune.space import TrialSpec, trial_config
@@ -66,17 +68,6 @@ CHEAP_SCORES = ("structure_score", "vs_contrast_gap", "cochlea_contrast_gap")
 """Translation scores that cost seconds, tested as predictors of the Dice that costs an nnUNet training."""
 
 
-def row_title(row: str) -> str:
-    """How the table names a row: the paper's name for Table 2 rows, the row itself for the reference rows."""
-    return PAPER_NAMES.get(row, row)
-
-
-def translator_rows(rows: Sequence[str]) -> list[str]:
-    """The translator rows the segmentation ``rows`` train on, in :data:`ABLATION_ROWS` order."""
-    needed = {translator for row in rows for translator in SEGMENTATION_ROWS.get(row, ())}
-    return [row for row in ABLATION_ROWS if row in needed]
-
-
 def study_dir(config: Config) -> Path:
     return config.stage_dir("study") / config.study.name
 
@@ -85,35 +76,40 @@ def seed_dir(config: Config, seed: int) -> Path:
     return study_dir(config) / f"seed-{seed}"
 
 
-def row_dir(config: Config, row: str, seed: int) -> Path:
+def row_dir(config: Config, row: StudyRow, seed: int) -> Path:
     """A row's nnUNet work folder; its name (``<row>-seed<s>``) also names its logs and progress lines."""
-    return seed_dir(config, seed) / f"{row}-seed{seed}"
+    return seed_dir(config, seed) / f"{row.name}-seed{seed}"
 
 
-def translators_config(config: Config, rows: Sequence[str], seeds: Sequence[int]) -> Config:
-    """The sweep that trains translator ``rows`` x ``train.seed`` in ``seeds``, named after exactly that set."""
-    name = f"{config.study.name}-translators-{stage_key({'rows': list(rows), 'seeds': list(seeds)})[:8]}"
+def translator_trial(translator: Translator, seed: int, index: int = 0) -> TrialSpec:
+    """The sweep trial that trains ``translator`` with ``train.seed = seed``."""
+    return TrialSpec(index, translator.row, translator.model, {"train.seed": seed, **dict(translator.overrides)})
+
+
+def translators_config(config: Config, trials: list[TrialSpec]) -> Config:
+    """The sweep that trains exactly ``trials``, named after them (so an interrupted one resumes when they are the same)."""
+    name = f"{config.study.name}-translators-{stage_key({'trials': [t.to_dict() for t in trials]})[:8]}"
     sweep = SweepConfig(
         name=name,
-        rows=list(rows),
-        grid={"train.seed": list(seeds)},
+        rows=list(dict.fromkeys(t.row for t in trials)),
         score_slices=config.sweep.score_slices,
         max_concurrent_trials=config.sweep.max_concurrent_trials,
     )
     return config.model_copy(update={"sweep": sweep})
 
 
-def translator_key(config: Config, row: str, seed: int) -> str:
-    """What a trained translator depends on: the shards, its row's model settings and the training loop with ``seed``."""
-    trial = trial_config(config, TrialSpec(0, row, ABLATION_ROWS[row][0], {"train.seed": seed}))
+def translator_key(config: Config, translator: Translator, seed: int) -> str:
+    """What a trained translator depends on: the shards, its model settings (row and overrides) and the training loop with ``seed``."""
+    trial = trial_config(config, translator_trial(translator, seed))
     return train_key(trial, trial.train.model)
 
 
 @dataclass(frozen=True)
 class TrainedTranslators:
-    """The ``translators`` stage's outputs: per seed, per translator row, its ledger entry (generator, cheap scores)."""
+    """The ``translators`` stage's outputs: per seed, per translator, its ledger entry (generator, cheap scores)."""
 
     entries: dict[int, dict[str, dict[str, Any]]]
+    """seed -> translator name (:attr:`~tanq_ray.study_rows.Translator.name`) -> ledger entry."""
 
     def generators(self, seed: int) -> dict[str, Path]:
         return {row: Path(entry["generator"]) for row, entry in self.entries[seed].items()}
@@ -127,12 +123,12 @@ class TrainedTranslators:
 
 
 def train_translators(context: StageContext) -> TrainedTranslators:
-    """Each needed translator row for each seed, from the ledger when trained before, else trained by one sweep.
+    """Each translator the rows need, for each seed, from the ledger when trained before, else trained by one sweep.
 
     The ledger (``translators.json``) maps :func:`translator_key` to the
-    generator and its trial's cheap scores (structure score, contrast gaps), so a study that gains a row or a seed
-    trains only what is new, and one whose translator settings changed
-    retrains. Finished translators enter the ledger even when the sweep
+    generator and its trial's cheap scores (structure score, contrast gaps), so a study that gains a row, a grid
+    value or a seed trains only what is new (a grid value that repeats a row's own setting trains nothing),
+    and one whose translator settings changed retrains. Finished translators enter the ledger even when the sweep
     fails or is interrupted, so nothing that finished trains again; an
     unfinished one resumes from its checkpoint when the next sweep has the same
     missing set (same name, :func:`translators_config`).
@@ -141,27 +137,29 @@ def train_translators(context: StageContext) -> TrainedTranslators:
     ledger_path = study_dir(config) / LEDGER_FILE
     ledger = json.loads(ledger_path.read_text()) if ledger_path.is_file() else {}
     ledger = {key: entry for key, entry in ledger.items() if Path(entry["generator"]).is_file()}
-    rows, seeds = translator_rows(config.study.rows), config.study.seeds
-    keys = {(row, seed): translator_key(config, row, seed) for seed in seeds for row in rows}
-    missing = [pair for pair, key in keys.items() if key not in ledger]
+    translators, seeds = studied_translators(study_rows(config)), config.study.seeds
+    keys = {(translator, seed): translator_key(config, translator, seed) for seed in seeds for translator in translators}
+    missing: dict[str, tuple[Translator, int]] = {}  # one trial per distinct key
+    for pair, key in keys.items():
+        if key not in ledger:
+            missing.setdefault(key, pair)
     if missing:
-        sweep_config = translators_config(
-            config, [r for r in rows if any(m[0] == r for m in missing)], [s for s in seeds if any(m[1] == s for m in missing)]
-        )
-        plan = plan_sweep(sweep_config)
+        trials = [translator_trial(translator, seed, index) for index, (translator, seed) in enumerate(missing.values())]
+        sweep_config = translators_config(config, trials)
+        plan = plan_sweep(sweep_config, trials)
         tags = {"sweep": sweep_config.sweep.name}
         try:
             with tracker.stage("sweep", context.parent, name="translators", tags=tags, resume_run_id=plan.resume_run_id) as run:
                 run_planned_sweep(plan, run)
         finally:  # also after a failure or an interrupt: what finished is never trained again, whatever the next sweep is
-            for trial in plan.trials:
+            for trial, key in zip(plan.trials, missing):
                 metrics = read_trial_record(trial_dir(plan.folder, trial)).get("metrics")
                 if metrics is not None:
-                    ledger[translator_key(config, trial.row, int(trial.overrides["train.seed"]))] = {
+                    ledger[key] = {
                         "generator": str(trial_generator(plan.folder, trial)),
                     } | {score: metrics.get(score) for score in CHEAP_SCORES}
             write_text_atomic(ledger_path, json.dumps(ledger, indent=1))
-    return TrainedTranslators({seed: {row: ledger[keys[(row, seed)]] for row in rows} for seed in seeds})
+    return TrainedTranslators({seed: {t.name: ledger[keys[(t, seed)]] for t in translators} for seed in seeds})
 
 
 def trial_generator(sweep_folder: Path, trial: TrialSpec) -> Path:
@@ -180,17 +178,17 @@ def translate_seed(context: StageContext, seed: int, trained: TrainedTranslators
     return Translations(result.cases)
 
 
-def train_row(context: StageContext, row: str, seed: int, translated: list[TranslatedCase], folders: DataFolders) -> RowOutputs:
+def train_row(context: StageContext, row: StudyRow, seed: int, translated: list[TranslatedCase], folders: DataFolders) -> RowOutputs:
     """One row's nnUNet for one seed, under a child run: trained, its evaluation predicted and scored."""
     config, tracker = context.config, context.tracker
-    tags = {"row": row_title(row), "seed": seed, "study": config.study.name}
-    name = f"{row_title(row)} seed {seed}"
+    tags = {"row": row.title, "seed": seed, "study": config.study.name}
+    name = f"{row.title} seed {seed}"
     with tracker.stage("segment", context.parent, name=name, tags=tags, params=config.section_params("segment")) as run:
         ensure_ray(config)
-        if row in REFERENCE_ROWS:
-            cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
+        if row.base in REFERENCE_ROWS:
+            cases = reference_cases(config, row.base, folders.train_dir, folders.train_hrT2_labels_dir)
         else:
-            cases = multi_view_cases(translated, SEGMENTATION_ROWS[row])
+            cases = multi_view_cases(translated, [translator.name for translator in row.translators])
         result = train_and_log_row(config, tracker, run, row_dir(config, row, seed), cases, folders)
     return RowOutputs.of(result)
 
@@ -200,25 +198,25 @@ def per_seed_cases(outputs: dict[int, RowOutputs]) -> list[dict[str, Any]]:
     return [case | {"case_id": f"{case['case_id']} seed {seed}"} for seed, out in outputs.items() for case in out.per_case or []]
 
 
-def study_runs(rows: dict[str, dict[int, RowOutputs]]) -> dict[str, list[dict[str, Any]]]:
+def study_runs(rows: dict[StudyRow, dict[int, RowOutputs]]) -> dict[str, list[dict[str, Any]]]:
     """Each scored row's per-case results over seeds, by its table name."""
-    runs = {row_title(row): per_seed_cases(outputs) for row, outputs in rows.items()}
+    runs = {row.title: per_seed_cases(outputs) for row, outputs in rows.items()}
     return {name: cases for name, cases in runs.items() if cases}
 
 
-def study_table(config: Config, rows: dict[str, dict[int, RowOutputs]]) -> Table:
+def study_table(config: Config, rows: dict[StudyRow, dict[int, RowOutputs]]) -> Table:
     """Table 2: mean ± std over seeds and cases per row, gap closed between the reference rows, p against ``compare_to``.
 
     p-values are paired t-tests of per-case mean Dice, paired by case and seed.
     """
     runs = study_runs(rows)
-    reference = row_title(config.study.compare_to)
+    reference = StudyRow(config.study.compare_to).title
     bounds = (SOURCE_ONLY, TARGET_SUPERVISED) if {SOURCE_ONLY, TARGET_SUPERVISED} <= set(runs) else None
     return comparison_table(runs, reference=reference if reference in runs else None, bounds=bounds)
 
 
 def cheap_scores(trained: TrainedTranslators) -> dict[tuple[str, int], dict[str, float]]:
-    """Per (translator row, seed): the cheap scores its sweep trial measured (NaN where it measured none)."""
+    """Per (translator name, seed): the cheap scores its sweep trial measured (NaN where it measured none)."""
     return {
         (translator, seed): {name: math.nan if entry.get(name) is None else float(entry[name]) for name in CHEAP_SCORES}
         for seed, per_row in trained.entries.items()
@@ -226,7 +224,7 @@ def cheap_scores(trained: TrainedTranslators) -> dict[tuple[str, int], dict[str,
     }
 
 
-def score_correlations(rows: dict[str, dict[int, RowOutputs]], scores: dict[tuple[str, int], dict[str, float]]) -> Table:
+def score_correlations(rows: dict[StudyRow, dict[int, RowOutputs]], scores: dict[tuple[str, int], dict[str, float]]) -> Table:
     """Spearman's rank correlation of each cheap score with mean Dice over (row, seed), rows that use translators.
 
     A row's score is the mean over its translators (e.g. Multi-view: CycleGAN's
@@ -237,8 +235,8 @@ def score_correlations(rows: dict[str, dict[int, RowOutputs]], scores: dict[tupl
     for row, outputs in rows.items():
         for seed, out in outputs.items():
             summary = out.summary or {}
-            if row in SEGMENTATION_ROWS and "dice_mean" in summary:
-                per_translator = [scores[(t, seed)] for t in SEGMENTATION_ROWS[row]]
+            if row.translators and "dice_mean" in summary:
+                per_translator = [scores[(t.name, seed)] for t in row.translators]
                 mean = {name: float(np.mean([s[name] for s in per_translator])) for name in CHEAP_SCORES}
                 points.append((mean, float(summary["dice_mean"])))
     table_rows = []
@@ -291,28 +289,28 @@ class StudyTables:
         return cls(Path(values["table"]), None if scores is None else Path(scores))
 
 
-def row_stage_name(row: str, seed: int) -> str:
-    return f"{row_title(row)} seed {seed}"
+def row_stage_name(row: StudyRow, seed: int) -> str:
+    return f"{row.title} seed {seed}"
 
 
-def row_stage(row: str, seed: int) -> Stage:
+def row_stage(row: StudyRow, seed: int) -> Stage:
     """Stage ``<row> seed <s>``: a reference row needs only the data; a Table 2 row, its seed's translations.
 
     A Table 2 row is keyed by its own translators only (not by every translator
     of the seed), so a row added to the study retrains no other row.
     """
-    adapted = row not in REFERENCE_ROWS
+    adapted = row.base not in REFERENCE_ROWS
     translate = f"translate seed {seed}"
 
     def reads(config: Config, inputs: Inputs) -> dict[str, Any]:
         folders = inputs["ingest"]
         source = (
-            {"translators": [translator_key(config, view, seed) for view in SEGMENTATION_ROWS[row]]}
+            {"translators": [translator_key(config, translator, seed) for translator in row.translators]}
             if adapted
-            else reference_inputs(row, folders)
+            else reference_inputs(row.base, folders)
         )
         segment = {"segment": result_settings(config, "segment"), "eval": folder_fingerprint(folders.eval_dir)}
-        return source | segment | {"row": row, "seed": seed, "views": SEGMENTATION_ROWS.get(row, ())}
+        return source | segment | {"row": row.name, "seed": seed, "views": [translator.name for translator in row.translators]}
 
     return Stage(
         name=row_stage_name(row, seed),
@@ -326,7 +324,7 @@ def row_stage(row: str, seed: int) -> Stage:
     )
 
 
-def write_tables(context: StageContext, rows: dict[str, dict[int, RowOutputs]], trained: TrainedTranslators | None, folders: DataFolders) -> StudyTables:
+def write_tables(context: StageContext, rows: dict[StudyRow, dict[int, RowOutputs]], trained: TrainedTranslators | None, folders: DataFolders) -> StudyTables:
     """Table 2, the cheap-score correlations, the bar chart and prediction pictures, logged to the table's and the study's runs."""
     config = context.config
     out = study_dir(config)
@@ -340,7 +338,7 @@ def write_tables(context: StageContext, rows: dict[str, dict[int, RowOutputs]], 
             correlations, _ = score_correlations(rows, cheap_scores(trained)).write(out / "cheap_scores")
             files += [correlations, out / "cheap_scores.csv"]
         first_seed = config.study.seeds[0]
-        predictions = {row_title(r): per_seed[first_seed].eval_predictions / ROI_FOLDER for r, per_seed in rows.items()}
+        predictions = {r.title: per_seed[first_seed].eval_predictions / ROI_FOLDER for r, per_seed in rows.items()}
         files += prediction_pictures(config, folders, predictions, out)
         for path in files:
             run.log_artifact(path)
@@ -350,10 +348,10 @@ def write_tables(context: StageContext, rows: dict[str, dict[int, RowOutputs]], 
 
 def study_stages(config: Config) -> list[Stage]:
     """The study's stages in order (module docstring)."""
-    seeds, rows = config.study.seeds, config.study.rows
+    seeds, rows = config.study.seeds, study_rows(config)
     declared = [INGEST]
-    studied_translators = translator_rows(rows)
-    if studied_translators:
+    translators = studied_translators(rows)
+    if translators:
         declared.append(
             Stage(
                 name="translators",
@@ -361,7 +359,7 @@ def study_stages(config: Config) -> list[Stage]:
                 run=lambda context, inputs: train_translators(context),
                 needs=("ingest",),
                 reads=lambda config, inputs: {
-                    "translators": sorted(translator_key(config, r, s) for s in seeds for r in studied_translators),
+                    "translators": sorted({translator_key(config, t, s) for s in seeds for t in translators}),
                     "score_slices": config.sweep.score_slices,
                 },
             )
@@ -388,7 +386,7 @@ def study_stages(config: Config) -> list[Stage]:
             name="table",
             outputs=StudyTables,
             run=tables,
-            needs=("ingest", *(["translators"] if studied_translators else []), *row_names),
+            needs=("ingest", *(["translators"] if translators else []), *row_names),
             reads=lambda config, inputs: {"labels": folder_fingerprint(inputs["ingest"].eval_labels_dir)},
         )
     )

@@ -9,16 +9,11 @@ import pytest
 
 from tanq_ray.config import ConfigError, load_config
 from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS, ablation_config
+from tanq_ray.stages.data import DataFolders
 from tanq_ray.stages.segment import RowOutputs
-from tanq_ray.study import (
-    score_correlations,
-    study_stages,
-    study_table,
-    translator_key,
-    translator_rows,
-    translators_config,
-)
-from tanq_ray.tune.space import plan_trials
+from tanq_ray.study import score_correlations, study_stages, study_table, translator_key, translator_trial
+from tanq_ray.study_rows import StudyRow, Translator, studied_translators, study_rows
+from tanq_ray.tune.space import trial_config
 
 
 def test_each_table_2_row_trains_on_the_paper_s_translators() -> None:
@@ -42,14 +37,15 @@ def test_each_table_2_row_trains_on_the_paper_s_translators() -> None:
     assert cut.patch_select == "random"
 
 
+def _translators(rows: list[str], grid: str = "{}") -> list[str]:
+    config = load_config("configs/study-cpu.yaml", [f"study.rows=[{','.join(rows)}]", f"study.compare_to={rows[0]}", f"study.grid={grid}"])
+    return [t.name for t in studied_translators(study_rows(config))]
+
+
 def test_the_study_trains_each_needed_translator_once_per_seed() -> None:
-    assert translator_rows(["multi_view", "tanq", "source-only"]) == ["qs_attn", "cyclegan", "tanq"]
-    assert translator_rows(["source-only", "target-supervised"]) == []
+    assert _translators(["multi_view", "tanq", "source-only"]) == ["qs_attn", "cyclegan", "tanq"]
+    assert _translators(["source-only", "target-supervised"]) == []
     config = load_config("configs/study-cpu.yaml", ["study.rows=[multi_view,source-only]", "study.compare_to=multi_view"])
-    sweep = translators_config(config, translator_rows(config.study.rows), config.study.seeds)
-    trials = plan_trials(sweep.sweep)
-    assert sorted((t.row, t.overrides["train.seed"]) for t in trials) == [(r, s) for r in ("cyclegan", "qs_attn") for s in (0, 1, 2)]
-    assert not sweep.sweep.downstream  # the study trains its own nnUNet per row
     stages = study_stages(config)
     names = [stage.name for stage in stages]
     assert names[:5] == ["ingest", "translators", "translate seed 0", "translate seed 1", "translate seed 2"]
@@ -60,13 +56,37 @@ def test_the_study_trains_each_needed_translator_once_per_seed() -> None:
     assert by_name["Multi-view seed 0"].keyed_by == ("ingest",)  # keyed by its own translators (its reads), not by every one
 
 
+def test_a_grid_adds_a_row_per_value_with_only_that_model_s_translators_changed(tmp_path: Path) -> None:
+    grid = '{"models.tanq.decoder_norm": [in, rn]}'
+    config = load_config("configs/study-cpu.yaml", ["study.rows=[cyclegan,tanq,source-only]", "study.compare_to=tanq", f"study.grid={grid}"])
+    rows = study_rows(config)
+    assert [row.title for row in rows] == ["CycleGAN", "Ours", "Ours [decoder_norm=in]", "Ours [decoder_norm=rn]", "source-only"]
+    variant = rows[2]
+    assert variant.name == "tanq--decoder_norm-in"
+    assert variant.translators == (Translator("cyclegan"), Translator("tanq", (("models.tanq.decoder_norm", "in"),)))
+    # CycleGAN's view is shared by every Ours row: trained once per seed; each grid value is one more translator
+    assert [t.name for t in studied_translators(rows)] == ["cyclegan", "tanq", "tanq--decoder_norm-in", "tanq--decoder_norm-rn"]
+    # the variant's translator trains with the grid's value over its row's own settings
+    trained_with = trial_config(config, translator_trial(variant.translators[1], 0))
+    assert (trained_with.models.tanq.decoder_norm, trained_with.models.tanq.encoder_norm, trained_with.train.seed) == ("in", "rn", 0)
+    stages = {stage.name: stage for stage in study_stages(config)}
+    assert "Ours [decoder_norm=in] seed 2" in stages
+    reads = stages["Ours [decoder_norm=in] seed 0"].reads(config, {"ingest": DataFolders(tmp_path, None, None)})
+    assert reads["views"] == ["cyclegan", "tanq--decoder_norm-in"]
+    assert reads["translators"] == [translator_key(config, t, 0) for t in variant.translators]
+    assert reads["translators"][1] != translator_key(config, Translator("tanq"), 0)
+
+
 def test_a_translator_s_key_follows_its_own_settings_and_seed() -> None:
     config = load_config("configs/study-cpu.yaml")
-    key = translator_key(config, "qs_attn", 0)
-    assert key == translator_key(load_config("configs/study-cpu.yaml", ["models.cyclegan.epochs=9"]), "qs_attn", 0)
-    assert key != translator_key(load_config("configs/study-cpu.yaml", ["models.tanq.epochs=9"]), "qs_attn", 0)
-    assert key != translator_key(config, "qs_attn", 1)
-    assert key != translator_key(config, "cut", 0)
+    key = translator_key(config, Translator("qs_attn"), 0)
+    assert key == translator_key(load_config("configs/study-cpu.yaml", ["models.cyclegan.epochs=9"]), Translator("qs_attn"), 0)
+    assert key != translator_key(load_config("configs/study-cpu.yaml", ["models.tanq.epochs=9"]), Translator("qs_attn"), 0)
+    assert key != translator_key(config, Translator("qs_attn"), 1)
+    assert key != translator_key(config, Translator("cut"), 0)
+    # a grid value that is the row's own setting is the same translator: trained once
+    assert key == translator_key(config, Translator("qs_attn", (("models.tanq.decoder_norm", "in"),)), 0)
+    assert key != translator_key(config, Translator("qs_attn", (("models.tanq.decoder_norm", "rn_rain"),)), 0)
 
 
 def test_study_settings_are_checked() -> None:
@@ -76,6 +96,12 @@ def test_study_settings_are_checked() -> None:
         load_config("configs/study-cpu.yaml", ["study.rows=[cut]"])
     with pytest.raises(ConfigError, match="study.seeds"):
         load_config("configs/study-cpu.yaml", ["study.seeds=[1,1]"])
+    with pytest.raises(ConfigError, match="'segment.epochs' is not a translator setting"):
+        load_config("configs/study-cpu.yaml", ['study.grid={"segment.epochs": [1, 2]}'])
+    with pytest.raises(ConfigError, match="'models.tanq.norm' is not a translator setting"):
+        load_config("configs/study-cpu.yaml", ['study.grid={"models.tanq.norm": [in]}'])
+    with pytest.raises(ConfigError, match="distinct values"):
+        load_config("configs/study-cpu.yaml", ['study.grid={"models.tanq.ngf": [8, 8]}'])
 
 
 def _case(case: str, vs: float, cochlea: float) -> dict:
@@ -93,10 +119,10 @@ def _outputs(dice_by_seed: dict[int, list[float]]) -> dict[int, RowOutputs]:
 def test_the_table_pools_seeds_and_pairs_rows_by_case_and_seed() -> None:
     config = load_config("configs/study-cpu.yaml", ["study.rows=[cyclegan,tanq,source-only,target-supervised]", "study.seeds=[0,1]"])
     rows = {
-        "cyclegan": _outputs({0: [0.2, 0.3, 0.4], 1: [0.3, 0.3, 0.5]}),
-        "tanq": _outputs({0: [0.4, 0.5, 0.5], 1: [0.6, 0.5, 0.8]}),
-        "source-only": _outputs({0: [0.0, 0.0, 0.1], 1: [0.0, 0.1, 0.0]}),
-        "target-supervised": _outputs({0: [0.8, 0.9, 0.8], 1: [0.9, 0.8, 0.9]}),
+        StudyRow("cyclegan"): _outputs({0: [0.2, 0.3, 0.4], 1: [0.3, 0.3, 0.5]}),
+        StudyRow("tanq"): _outputs({0: [0.4, 0.5, 0.5], 1: [0.6, 0.5, 0.8]}),
+        StudyRow("source-only"): _outputs({0: [0.0, 0.0, 0.1], 1: [0.0, 0.1, 0.0]}),
+        StudyRow("target-supervised"): _outputs({0: [0.8, 0.9, 0.8], 1: [0.9, 0.8, 0.9]}),
     }
     table = study_table(config, rows)
     by_name = {row["run"]: row for row in table.rows}
@@ -111,10 +137,10 @@ def test_the_table_pools_seeds_and_pairs_rows_by_case_and_seed() -> None:
 
 def test_cheap_scores_are_ranked_against_dice_over_rows_and_seeds() -> None:
     rows = {
-        "cyclegan": _outputs({0: [0.2], 1: [0.25]}),
-        "qs_attn": _outputs({0: [0.3], 1: [0.35]}),
-        "multi_view": _outputs({0: [0.5], 1: [0.45]}),
-        "source-only": _outputs({0: [0.0], 1: [0.0]}),  # no translator: not a point
+        StudyRow("cyclegan"): _outputs({0: [0.2], 1: [0.25]}),
+        StudyRow("qs_attn"): _outputs({0: [0.3], 1: [0.35]}),
+        StudyRow("multi_view"): _outputs({0: [0.5], 1: [0.45]}),
+        StudyRow("source-only"): _outputs({0: [0.0], 1: [0.0]}),  # no translator: not a point
     }
     structure = {"cyclegan": 0.1, "qs_attn": 0.3}
     scores = {

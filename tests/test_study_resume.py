@@ -20,13 +20,14 @@ STUDY = "micro"
 
 
 def _settings(out: Path) -> list[str]:
-    """A study of two rows and one seed on a 2 + 2-subject phantom at 32 x 32, with one-epoch trainings."""
+    """A study of three rows, a grid variant of one, and one seed on a 2 + 2-subject phantom at 32 x 32, with short trainings."""
     return [
         "--config", "configs/tiny.yaml", f"output_dir={out}", f"tracking.tracking_uri=sqlite:///{out / 'mlflow.db'}",
         "phantom.cases=2", "phantom.eval_cases=2", "phantom.size=64", "ingest.image_size=32", "train.crop_size=32",
         "models.cyclegan.epochs=2", "models.cyclegan.ngf=8", "models.cyclegan.ndf=8", "models.cyclegan.n_blocks=1",
         "segment.epochs=1", "segment.iterations_per_epoch=5", "segment.batch_size=2", "segment.network_width=4",
         f"study.name={STUDY}", "study.rows=[cyclegan,source-only,target-supervised]", "study.compare_to=cyclegan", "study.seeds=[0]",
+        'study.grid={"models.cyclegan.lambda_identity": [0.0]}',
     ]  # fmt: skip
 
 
@@ -58,7 +59,9 @@ def test_a_killed_study_resumes_without_retraining_what_finished(tmp_path: Path)
     for path, stamp in stamps.items():
         assert path.stat().st_mtime_ns == stamp, f"{path} was written again: a finished stage was redone"
     assert json.loads((trial / "trial.json").read_text())["attempts"] == 1
-    for stage in ("translators", "CycleGAN seed 0", "source-only seed 0", "target-supervised seed 0", "table"):
+    for stage in ("translators", "CycleGAN seed 0", "CycleGAN [lambda_identity=0.0] seed 0", "source-only seed 0", "target-supervised seed 0", "table"):
         assert _record(out, stage).get("state") == "done", stage
     table = (out / "study" / STUDY / "results.md").read_text()
-    assert "| CycleGAN |" in table and "| source-only |" in table and "| target-supervised |" in table
+    assert all(f"| {row} |" in table for row in ("CycleGAN", "CycleGAN [lambda_identity=0.0]", "source-only", "target-supervised"))
+    ledger = json.loads((out / "study" / STUDY / "translators.json").read_text())
+    assert len(ledger) == 2  # CycleGAN with and without the grid's identity weight

@@ -215,11 +215,14 @@ class SweepPlan:
     reference_contrast: dict[str, float] | None  # labelled real hrT2's, for the trials' contrast gaps
 
 
-def plan_sweep(config: Config) -> SweepPlan:
-    """Plan and check the sweep: every trial's config is valid, the cluster holds a trial, a resumed sweep is the same one."""
+def plan_sweep(config: Config, trials: list[TrialSpec] | None = None) -> SweepPlan:
+    """Plan and check the sweep: every trial's config is valid, the cluster holds a trial, a resumed sweep is the same one.
+
+    ``trials`` replaces the ``sweep`` section's rows x grid (the study lists its translators' trials itself).
+    """
     import ray
 
-    trials = plan_trials(config.sweep)
+    trials = plan_trials(config.sweep) if trials is None else trials
     trial_configs = [trial_config(config, trial) for trial in trials]  # every trial's config is valid before any work
     Manifest.read(config.stage_dir("ingest"))
     folder = sweep_dir(config)
