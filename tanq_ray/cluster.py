@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import os
+
 from tanq_ray import console
 from tanq_ray.config import Config
+
+STARTUP_CONCURRENCY_VARIABLE = "RAY_worker_maximum_startup_concurrency"
+LOCAL_STARTUP_CONCURRENCY = 8
+"""Worker processes a local raylet starts at once: at least this many, so a 2-CPU node does not warn.
+
+The raylet warns on every driver's console once its worker processes reach
+four times this number, which defaults to the node's CPUs. One translator's
+Ray Train run holds about eight processes (controller, worker, dataset
+split coordinators, stats and autoscaling actors), so the demo's two at once
+crossed 4 x 2 on 2 cores. The variable only reaches a raylet that this process
+starts; a cluster joined by address keeps its own setting, and one set in the
+environment is kept.
+"""
 
 
 def ensure_ray(config: Config) -> None:
@@ -18,6 +33,7 @@ def ensure_ray(config: Config) -> None:
 
     terminal = console.active()
     if not ray.is_initialized():
+        os.environ.setdefault(STARTUP_CONCURRENCY_VARIABLE, str(max(LOCAL_STARTUP_CONCURRENCY, os.cpu_count() or 1)))
         quiet = terminal is not None and not terminal.verbose
         ray.init(address=config.ray.address, logging_level="ERROR" if quiet else "WARNING", log_to_driver=not quiet)
     if terminal is not None:
