@@ -28,12 +28,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tanq_ray.config import Config
+from tanq_ray.config import Config, ConfigError
 from tanq_ray.models.ablations import ABLATION_ROWS, PAPER_NAMES, SEGMENTATION_ROWS
 
 VARIANT_MARK = "--"
-"""Joins a row's name and each of its overrides (``tanq--decoder_norm-in``): letters, digits, ``_ . -`` only, as
-folder, file and nnUNet case names need (translation views: :func:`tanq_ray.translate.translate_cohort`)."""
+"""Joins a row's name and each of its overrides (``tanq--decoder_norm-in``): names keep to letters, digits and
+``_ . -``, as folder, file and nnUNet case names need (translation views: :func:`tanq_ray.translate.translate_cohort`)."""
 
 Overrides = tuple[tuple[str, Any], ...]
 """Dotted ``models.<model>.<field>`` keys and values, in the grid's order (hashable, unlike a dict)."""
@@ -43,8 +43,20 @@ def _field(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
+def _named(value: Any) -> str:
+    """A value as it appears in a name: ``rn_rain`` -> ``rn-rain``, ``(0, 4, 8)`` -> ``0-4-8``."""
+    if isinstance(value, tuple):
+        return "-".join(_named(item) for item in value)
+    return re.sub(r"[^A-Za-z0-9.]+", "-", str(value)).strip("-")
+
+
+def _shown(value: Any) -> Any:
+    """A value as the table shows it: tuples (frozen lists) as lists."""
+    return [_shown(item) for item in value] if isinstance(value, tuple) else value
+
+
 def _suffix(overrides: Overrides) -> str:
-    return "".join(f"{VARIANT_MARK}{_field(key)}-{re.sub(r'[^A-Za-z0-9.-]', '-', str(value))}" for key, value in overrides)
+    return "".join(f"{VARIANT_MARK}{_field(key)}-{_named(value)}" for key, value in overrides)
 
 
 def _model(key: str) -> str:
@@ -86,7 +98,7 @@ class StudyRow:
         """Its name in the table: the paper's (``Ours``), then the overrides (``Ours [decoder_norm=in]``)."""
         title = PAPER_NAMES.get(self.base, self.base)
         if self.overrides:
-            title += " [" + ", ".join(f"{_field(key)}={value}" for key, value in self.overrides) + "]"
+            title += " [" + ", ".join(f"{_field(key)}={_shown(value)}" for key, value in self.overrides) + "]"
         return title
 
     @property
@@ -98,9 +110,16 @@ class StudyRow:
         )
 
 
+def _frozen(value: Any) -> Any:
+    """A grid value made hashable (lists become tuples), so rows and translators can be dict keys."""
+    return tuple(_frozen(item) for item in value) if isinstance(value, (list, tuple)) else value
+
+
 def grid_points(grid: dict[str, list[Any]]) -> list[Overrides]:
     """Every combination of the grid's values, in the grid's order."""
-    return [tuple(zip(grid, values)) for values in itertools.product(*grid.values())] if grid else []
+    if not grid:
+        return []
+    return [tuple((key, _frozen(value)) for key, value in zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
 def study_rows(config: Config) -> list[StudyRow]:
@@ -112,6 +131,10 @@ def study_rows(config: Config) -> list[StudyRow]:
         models = {ABLATION_ROWS[view][0] for view in SEGMENTATION_ROWS.get(base, ())}
         variants = [tuple((key, value) for key, value in point if _model(key) in models) for point in points]
         rows += [StudyRow(base, point) for point in dict.fromkeys(variants) if point]
+    names = [row.name for row in rows]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ConfigError(f"study.grid: values that differ only in characters a folder name cannot hold give rows the same name: {clashes}")
     return rows
 
 

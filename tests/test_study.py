@@ -154,3 +154,14 @@ def test_cheap_scores_are_ranked_against_dice_over_rows_and_seeds() -> None:
     assert 0 < table["structure_score"]["spearman_rho"] < 1
     assert table["vs_contrast_gap"]["spearman_rho"] < 0  # a larger gap goes with a lower Dice here
     assert table["cochlea_contrast_gap"]["points"] == 0 and math.isnan(table["cochlea_contrast_gap"]["spearman_rho"])
+
+
+def test_grid_values_name_rows_safely_and_clashing_names_are_refused() -> None:
+    grid = '{"models.tanq.nce_layers": [[0, 4, 8], [0, 4]]}'
+    config = load_config("configs/study-cpu.yaml", ["study.rows=[tanq]", f"study.grid={grid}"])
+    rows = study_rows(config)
+    assert [row.name for row in rows] == ["tanq", "tanq--nce_layers-0-4-8", "tanq--nce_layers-0-4"]
+    assert rows[1].title == "Ours [nce_layers=[0, 4, 8]]"
+    clash = '{"models.tanq.decoder_norm": [rn_rain, "rn rain"]}'  # both would name the folder tanq--decoder_norm-rn-rain
+    with pytest.raises(ConfigError, match="same name"):
+        study_rows(load_config("configs/study-cpu.yaml", ["study.rows=[tanq]", f"study.grid={clash}"]))
