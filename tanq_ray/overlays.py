@@ -66,7 +66,8 @@ def _save_figure(tiles: list[list[np.ndarray]], row_titles: list[str], column_ti
     from matplotlib import pyplot
 
     rows, columns = len(tiles), len(column_titles)
-    figure, axes = pyplot.subplots(rows, columns, figsize=(TILE_INCHES * columns + 1.2, TILE_INCHES * rows + 0.6), squeeze=False)
+    size = (TILE_INCHES * columns + 1.2, TILE_INCHES * rows + 0.6)
+    figure, axes = pyplot.subplots(rows, columns, figsize=size, squeeze=False, layout="constrained")  # makes room for the title
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
             axis = axes[r][c]
@@ -78,7 +79,6 @@ def _save_figure(tiles: list[list[np.ndarray]], row_titles: list[str], column_ti
             if c == 0:
                 axis.set_ylabel(row_titles[r], fontsize=9)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
     with atomic_path(out) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     pyplot.close(figure)
