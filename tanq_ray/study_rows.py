@@ -104,10 +104,10 @@ class StudyRow:
     @property
     def translators(self) -> tuple[Translator, ...]:
         """The views its nnUNet trains on (none for a reference row); each takes the overrides of its own model."""
-        return tuple(
-            Translator(view, tuple((key, value) for key, value in self.overrides if _model(key) == ABLATION_ROWS[view][0]))
-            for view in SEGMENTATION_ROWS.get(self.base, ())
-        )
+        return tuple(Translator(view, self._of_model(ABLATION_ROWS[view][0])) for view in SEGMENTATION_ROWS.get(self.base, ()))
+
+    def _of_model(self, model: str) -> Overrides:
+        return tuple((key, value) for key, value in self.overrides if _model(key) == model)
 
 
 def _frozen(value: Any) -> Any:
@@ -128,7 +128,7 @@ def study_rows(config: Config) -> list[StudyRow]:
     rows: list[StudyRow] = []
     for base in config.study.rows:
         rows.append(StudyRow(base))
-        models = {ABLATION_ROWS[view][0] for view in SEGMENTATION_ROWS.get(base, ())}
+        models = {translator.model for translator in StudyRow(base).translators}
         variants = [tuple((key, value) for key, value in point if _model(key) in models) for point in points]
         rows += [StudyRow(base, point) for point in dict.fromkeys(variants) if point]
     names = [row.name for row in rows]

@@ -39,10 +39,9 @@ Importing this module imports nnunetv2: only nnUNet tasks do (see
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
-
-import time
 
 import torch
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
