@@ -140,10 +140,14 @@ def _cmd_pipeline(args: argparse.Namespace, config: Config) -> None:
 
 def _cmd_study(args: argparse.Namespace, config: Config) -> None:
     from tanq_ray.study import run_study
+    from tanq_ray.study_claims import ALPHA
 
     result = run_study(config)
     print(result.stages.markdown(), end="")
     print(result.table_markdown, end="")
+    if result.claims_markdown:
+        print(f"the paper's claims (paired t-tests over cases and seeds, p < {ALPHA}):")
+        print(result.claims_markdown, end="")
     if result.correlations_markdown:
         print("cheap translation scores against mean Dice (Spearman, over rows and seeds):")
         print(result.correlations_markdown, end="")

@@ -17,9 +17,10 @@ The rows are ``study.rows`` and the variants ``study.grid`` adds
    (:data:`~tanq_ray.models.ablations.SEGMENTATION_ROWS`), or for the reference
    rows on ceT1 (source-only) or labelled real hrT2 (target-supervised); as many
    rows at once as the cluster's CPUs hold fold tasks; each scores the evaluation set;
-5. ``table``: Table 2 over seeds and cases (:func:`study_table`), the rank
-   correlation of cheap translation scores with Dice (:func:`score_correlations`),
-   a bar chart and prediction pictures.
+5. ``table``: Table 2 over seeds and cases (:func:`study_table`), the paper's
+   claims tested on it (:mod:`tanq_ray.study_claims`), the rank correlation of
+   cheap translation scores with Dice (:func:`score_correlations`), a bar chart
+   and prediction pictures.
 
 Everything goes under ``<output_dir>/study/<study.name>/`` (with the stage
 records in its ``pipeline/``; the shards and translators' sweeps are shared
@@ -54,6 +55,7 @@ from tanq_ray.stages.data import INGEST, DataFolders
 from tanq_ray.stages.evaluate import prediction_pictures
 from tanq_ray.stages.segment import RowOutputs, reference_inputs, row_share, train_and_log_row
 from tanq_ray.stages.translate import Translations
+from tanq_ray.study_claims import PAPER_CLAIMS, claims_table
 from tanq_ray.study_rows import StudyRow, Translator, studied_translators, study_rows
 from tanq_ray.tracking import Tracker
 from tanq_ray.translate import TranslatedCase, translate_cohort
@@ -204,6 +206,11 @@ def study_runs(rows: dict[StudyRow, dict[int, RowOutputs]]) -> dict[str, list[di
     return {name: cases for name, cases in runs.items() if cases}
 
 
+def table2_runs(rows: dict[StudyRow, dict[int, RowOutputs]]) -> dict[str, list[dict[str, Any]]]:
+    """The per-case scores over seeds of the rows as Table 2 defines them (no grid overrides), by row name (``tanq``)."""
+    return {row.base: per_seed_cases(outputs) for row, outputs in rows.items() if not row.overrides}
+
+
 def study_table(config: Config, rows: dict[StudyRow, dict[int, RowOutputs]]) -> Table:
     """Table 2: mean ± std over seeds and cases per row, gap closed between the reference rows, p against ``compare_to``.
 
@@ -275,18 +282,26 @@ def bar_chart(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
 
 @dataclass(frozen=True)
 class StudyTables:
-    """The ``table`` stage's outputs: Table 2 and, when translators were studied, the cheap-score correlations."""
+    """The ``table`` stage's outputs: Table 2 and, where the study's rows allow them, the paper's claims and the cheap-score correlations."""
 
     table: Path
+    claims: Path | None
     cheap_scores: Path | None
 
     def to_json(self) -> dict[str, str | None]:
-        return {"table": str(self.table), "cheap_scores": None if self.cheap_scores is None else str(self.cheap_scores)}
+        return {"table": str(self.table), "claims": _text(self.claims), "cheap_scores": _text(self.cheap_scores)}
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> "StudyTables":
-        scores = values.get("cheap_scores")
-        return cls(Path(values["table"]), None if scores is None else Path(scores))
+        return cls(Path(values["table"]), _path(values.get("claims")), _path(values.get("cheap_scores")))
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def _path(text: str | None) -> Path | None:
+    return None if text is None else Path(text)
 
 
 def row_stage_name(row: StudyRow, seed: int) -> str:
@@ -325,7 +340,7 @@ def row_stage(row: StudyRow, seed: int) -> Stage:
 
 
 def write_tables(context: StageContext, rows: dict[StudyRow, dict[int, RowOutputs]], trained: TrainedTranslators | None, folders: DataFolders) -> StudyTables:
-    """Table 2, the cheap-score correlations, the bar chart and prediction pictures, logged to the table's and the study's runs."""
+    """Table 2, the paper's claims, the cheap-score correlations, the bar chart and prediction pictures, logged to the table's and the study's runs."""
     config = context.config
     out = study_dir(config)
     with context.tracker.stage("table", context.parent, name="table") as run:
@@ -333,6 +348,11 @@ def write_tables(context: StageContext, rows: dict[StudyRow, dict[int, RowOutput
         _, comma_separated = results.write(out / "results")
         markdown = write_text_atomic(out / "results.md", readable_view(results).markdown())
         files = [markdown, comma_separated, bar_chart(study_runs(rows), out / "dice.png")]
+        claims = claims_table(table2_runs(rows))
+        claims_markdown = None
+        if claims.rows:
+            claims_markdown, claims_csv = claims.write(out / "claims")
+            files += [claims_markdown, claims_csv]
         correlations = None
         if trained is not None:
             correlations, _ = score_correlations(rows, cheap_scores(trained)).write(out / "cheap_scores")
@@ -343,7 +363,7 @@ def write_tables(context: StageContext, rows: dict[StudyRow, dict[int, RowOutput
         for path in files:
             run.log_artifact(path)
             context.parent.log_artifact(path)
-    return StudyTables(markdown, correlations)
+    return StudyTables(markdown, claims_markdown, correlations)
 
 
 def study_stages(config: Config) -> list[Stage]:
@@ -387,7 +407,10 @@ def study_stages(config: Config) -> list[Stage]:
             outputs=StudyTables,
             run=tables,
             needs=("ingest", *(["translators"] if translators else []), *row_names),
-            reads=lambda config, inputs: {"labels": folder_fingerprint(inputs["ingest"].eval_labels_dir)},
+            reads=lambda config, inputs: {
+                "labels": folder_fingerprint(inputs["ingest"].eval_labels_dir),
+                "claims": [claim.label for claim in PAPER_CLAIMS],
+            },
         )
     )
     return declared
@@ -399,6 +422,7 @@ class StudyResult:
 
     folder: Path
     table_markdown: str
+    claims_markdown: str
     correlations_markdown: str
     stages: Table
     run_id: str
@@ -436,5 +460,5 @@ def run_study(config: Config) -> StudyResult:
         stage_table = runner.table()
         parent.log_text(stage_table.markdown(), "stages.md")
     tables: StudyTables = outputs["table"]
-    correlations = tables.cheap_scores.read_text() if tables.cheap_scores is not None else ""
-    return StudyResult(out, tables.table.read_text(), correlations, stage_table, parent.run_id, tracker.ui_hint())
+    claims, correlations = (path.read_text() if path is not None else "" for path in (tables.claims, tables.cheap_scores))
+    return StudyResult(out, tables.table.read_text(), claims, correlations, stage_table, parent.run_id, tracker.ui_hint())

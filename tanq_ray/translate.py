@@ -37,6 +37,13 @@ rerun skips each case listed there with the same generator (sha256 of the
 file) and the same ingested volume (its manifest fingerprint) whose files are
 present; another generator file redoes its whole view.
 
+Ray does not restart a lost translator actor (``max_restarts=0``; Ray Data's
+default is to restart it forever): Ray cannot promise such a restart when
+the actor's constructor arguments live in its object store, as those of Ray Data's
+map actors always do, and says so with an error line on the console of every
+run (ray-project/ray issues 53727 and 57733). A lost actor therefore fails the
+stage, and running the same command again resumes it from the last written case.
+
 Translated slices cross Ray as float16, like the shards (error <= 5e-4 of the
 [-1, 1] range, half the bytes of float32).
 
@@ -359,6 +366,7 @@ def _translate_view(
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=plan.actors),
+        max_restarts=0,  # a lost actor fails the stage, which resumes case by case (module docstring)
         **plan.resources,
     )
     dataset.context.execution_options.preserve_order = True  # case after case: one unfinished case in memory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ TINY = [
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE_LINES = 60
 """A quiet console: a line per stage change, a progress line a minute, the two tables and where to look."""
+RAY_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [IWEF] \d+ \d+\] ", re.MULTILINE)
+"""A line of Ray's C++ log (``[2026-11-29 01:55:53,197 E 6692 9628] core_worker.cc:2465: ...``) on the console."""
 
 
 def _overrides(root: Path, *extra: str) -> list[str]:
@@ -84,6 +87,7 @@ def test_a_successful_run_is_quiet_and_says_where_to_look(first_run) -> None:
     assert "Traceback" not in console and "leak" not in console.lower() and "warn" not in console.lower(), console
     assert len(lines) <= CONSOLE_LINES, console
     assert "(pid=" not in console  # no Ray worker output streamed to the driver
+    assert not RAY_LOG_LINE.search(console), console  # e.g. Ray Data's actor-restart error (tanq_ray.translate)
     logs = _config(root).output_dir / "logs"
     assert f"logs: {logs}/" in result.stdout and "mlflow ui --backend-store-uri sqlite:///" in result.stdout
     written = {p.name for p in logs.glob("*.log")}
