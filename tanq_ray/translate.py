@@ -66,6 +66,7 @@ import logging
 import pickle
 import re
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -360,15 +361,18 @@ def _translate_view(
     from ray.data import ActorPoolStrategy
 
     image_size = int(manifest.settings["image_size"])
-    dataset = read_domain(replace(manifest, volumes=pending), "ceT1", columns=INPUT_COLUMNS).map_batches(
-        SliceTranslator,
-        fn_constructor_kwargs={"generator": str(ledger.generator), "image_size": image_size, "device": plan.device},
-        batch_size=batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=plan.actors),
-        max_restarts=0,  # a lost actor fails the stage, which resumes case by case (module docstring)
-        **plan.resources,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 has no named parameter for max_restarts; its only way in, **ray_remote_args, warns of its removal in 2.64
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
+        dataset = read_domain(replace(manifest, volumes=pending), "ceT1", columns=INPUT_COLUMNS).map_batches(
+            SliceTranslator,
+            fn_constructor_kwargs={"generator": str(ledger.generator), "image_size": image_size, "device": plan.device},
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=plan.actors),
+            max_restarts=0,  # a lost actor fails the stage, which resumes case by case (module docstring)
+            **plan.resources,
+        )
     dataset.context.execution_options.preserve_order = True  # case after case: one unfinished case in memory
     writer = ray.remote(write_case).options(num_cpus=1)
     records = {v.case_id: v for v in pending}
