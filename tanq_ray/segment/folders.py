@@ -27,13 +27,16 @@ starts with :func:`use_spawn`.
 from __future__ import annotations
 
 import multiprocessing
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 DATASET_NAME = "TanqVS"  # nnUNet dataset names are Dataset<ID>_<name>
 TRAINER_NAME = "TanqTrainer"  # must match tanq_ray.segment.trainer.TanqTrainer.__name__
 PLANS_NAME = "nnUNetPlans"  # nnUNet's default experiment planner writes these plans
+AUGMENTATION_VARIABLE = "nnUNet_n_proc_DA"
 
 
 def use_spawn() -> None:
@@ -88,15 +91,17 @@ class NnUNetFolders:
     def fold_dir(self, configuration: str, fold: int | str) -> Path:
         return self.model_dir(configuration) / f"fold_{fold}"
 
-    def environment(self, use_gpu: bool, augmentation_processes: int | None = None) -> dict[str, str]:
+    def environment(self, use_gpu: bool) -> dict[str, str]:
         """Environment variables of a process that runs nnUNet steps on these folders.
 
-        ``augmentation_processes`` sets ``nnUNet_n_proc_DA``: for training, 0
-        runs data augmentation in the training process (nnUNet's
-        single-threaded augmenter); nnUNet's planner also uses it as its torch
-        thread count, so planning needs >= 1; None leaves nnUNet's default.
         The export pools nnUNet opens without an explicit size get one
         process. torch.compile stays off on CPU (nnUNet refuses it there too).
+        Every nnUNet step on these folders gets this same environment, so Ray
+        can hand a finished step's worker, torch and nnUNet already imported
+        (about 13 s of CPU on a 2-core machine), to the next step: planning,
+        then the folds, then prediction. What differs per step (the
+        training's augmentation processes) is set inside the task
+        (:func:`augmentation_processes`).
         """
         env = {
             "nnUNet_raw": str(self.raw),
@@ -104,12 +109,30 @@ class NnUNetFolders:
             "nnUNet_results": str(self.results),
             "nnUNet_def_n_proc": "1",
         }
-        if augmentation_processes is not None:
-            env["nnUNet_n_proc_DA"] = str(augmentation_processes)
         if not use_gpu:
             env["nnUNet_compile"] = "false"
         return env
 
-    def runtime_env(self, use_gpu: bool, augmentation_processes: int | None = None) -> dict[str, Any]:
+    def runtime_env(self, use_gpu: bool) -> dict[str, Any]:
         """Ray ``runtime_env`` for tasks that run nnUNet on these folders (see the module docstring)."""
-        return {"env_vars": self.environment(use_gpu, augmentation_processes)}
+        return {"env_vars": self.environment(use_gpu)}
+
+
+@contextmanager
+def augmentation_processes(count: int) -> Iterator[None]:
+    """``nnUNet_n_proc_DA = count`` in this process while open; the previous value after.
+
+    nnUNet's trainer reads it when it builds its data loaders: 0 augments in
+    the training process (nnUNet's single-threaded augmenter). It is set for
+    the duration of a fold only: nnUNet's planner takes it as a torch thread
+    count, which must be >= 1, and a later task may run in the same worker.
+    """
+    previous = os.environ.get(AUGMENTATION_VARIABLE)
+    os.environ[AUGMENTATION_VARIABLE] = str(count)
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[AUGMENTATION_VARIABLE]
+        else:
+            os.environ[AUGMENTATION_VARIABLE] = previous

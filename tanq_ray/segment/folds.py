@@ -29,7 +29,7 @@ from tanq_ray.config import SegmentConfig
 from tanq_ray.labels import DISPLAY_NAMES
 from tanq_ray.progress_board import worker_output
 from tanq_ray.run_ref import RunRef
-from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
+from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, augmentation_processes, use_spawn
 from tanq_ray.segment.schedule import FoldSchedule
 from tanq_ray.tracking_buffer import BackgroundLog
 
@@ -92,7 +92,8 @@ def _train_fold(
 ) -> FoldResult:
     """Task body: build the trainer, resume from the newest checkpoint, train, validate (output to a log file)."""
     use_spawn()
-    with worker_output(f"nnunet {folders.work_dir.name} {configuration}-{fold}") as progress:
+    log_name = f"nnunet {folders.work_dir.name} {configuration}-{fold}"
+    with worker_output(log_name) as progress, augmentation_processes(schedule.augmentation_processes):
         return _train_fold_logged(folders, schedule, configuration, fold, device_type, save_probabilities, tracking, progress)
 
 
@@ -166,14 +167,13 @@ def run_folds(
     if max_parallel is not None and max_parallel < 1:
         raise ValueError(f"max_parallel must be >= 1 or None, got {max_parallel}")
     schedule = FoldSchedule.from_settings(settings)
-    augmentation = settings.augmentation_processes
     retries = settings.fold_retries
     save_probabilities = len(settings.configurations) > 1  # ensembling configurations needs the softmax outputs
     task = ray.remote(max_retries=retries, retry_exceptions=True)(_train_fold)
     resources = {
-        "num_cpus": 1 + augmentation,
+        "num_cpus": 1 + schedule.augmentation_processes,
         "num_gpus": 1 if use_gpu else 0,
-        "runtime_env": folders.runtime_env(use_gpu, augmentation),
+        "runtime_env": folders.runtime_env(use_gpu),
     }
     results: list[FoldResult] = []
     todo: list[tuple[str, int | str]] = []

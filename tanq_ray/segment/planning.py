@@ -7,14 +7,25 @@ folder (see :mod:`tanq_ray.segment.folders`). When it succeeds it writes
 ``tanq_preprocessed.json`` beside the plans; a later call that finds it,
 written for the same raw dataset and covering the requested configurations,
 does nothing.
+
+nnUNet opens a spawn pool for each of its three per-case steps, even of one
+process. A spawned child imports torch and nnUNet before it does any work,
+about 4 s each on a 2-core machine, while a tiny-configuration case takes
+about 0.5 s of work in all three steps: for a few dozen small cases the pools
+cost more than the work. With one process (:func:`planning_processes`) the
+steps therefore run on a thread of the task's own process
+(:func:`pools_in_this_process`); nnUNet's code is unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
-from typing import Sequence
+from contextlib import contextmanager, nullcontext
+from multiprocessing.pool import ThreadPool
+from typing import Any, Iterator, Sequence
 
 import ray
 
@@ -27,6 +38,7 @@ from tanq_ray.segment.folders import PLANS_NAME, NnUNetFolders, use_spawn
 log = logging.getLogger(__name__)
 
 MARKER = "tanq_preprocessed.json"
+CASES_PER_PROCESS = 48  # below this many cases per process, nnUNet's spawned pools cost more than they save (module docstring)
 PLANNED_FEATURES_KEY = "tanq_planned_features_per_stage"
 
 
@@ -45,6 +57,34 @@ def is_preprocessed(folders: NnUNetFolders, configurations: Sequence[str]) -> bo
     return done.get("sources") == wanted["sources"] and set(wanted["configurations"]) <= set(done["configurations"])
 
 
+def planning_processes(cases: int, free_cpus: int) -> int:
+    """Processes for nnUNet's planning pools: one per :data:`CASES_PER_PROCESS` cases, within [1, ``free_cpus``]."""
+    return max(1, min(free_cpus, cases // CASES_PER_PROCESS))
+
+
+class _ThreadContext:
+    """Stands in for multiprocessing's spawn context: ``Pool(n)`` is one thread of this process."""
+
+    @staticmethod
+    def Pool(*args: Any, **kwargs: Any) -> ThreadPool:  # noqa: N802 (multiprocessing's name)
+        return ThreadPool(1)
+
+
+@contextmanager
+def pools_in_this_process() -> Iterator[None]:
+    """While open, ``multiprocessing.get_context("spawn").Pool(n)`` (how nnUNet opens its pools) runs on one thread here."""
+    original = multiprocessing.get_context
+
+    def get_context(method: str | None = None) -> Any:
+        return _ThreadContext() if method == "spawn" else original(method)
+
+    multiprocessing.get_context = get_context
+    try:
+        yield
+    finally:
+        multiprocessing.get_context = original
+
+
 def _plan_and_preprocess(folders: NnUNetFolders, dataset_id: int, configurations: list[str], processes: int) -> None:
     """Task body: check, fingerprint, plan, preprocess (nnUNet's Python API, ``processes`` worker processes)."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
@@ -55,7 +95,7 @@ def _plan_and_preprocess(folders: NnUNetFolders, dataset_id: int, configurations
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     use_spawn()
-    with worker_output(f"nnunet-plan {folders.work_dir.name}"):
+    with worker_output(f"nnunet-plan {folders.work_dir.name}"), pools_in_this_process() if processes == 1 else nullcontext():
         try:
             verify_dataset_integrity(str(folders.raw_dataset), processes)
         except (AssertionError, RuntimeError) as err:
@@ -80,7 +120,7 @@ def plan_and_preprocess(
     progress_board.post(f"nnunet {row}", "planning and preprocessing")
     start = time.perf_counter()
     task = ray.remote(_plan_and_preprocess).options(
-        num_cpus=processes, runtime_env=folders.runtime_env(use_gpu, processes), name="nnunet_plan_and_preprocess"
+        num_cpus=processes, runtime_env=folders.runtime_env(use_gpu), name="nnunet_plan_and_preprocess"
     )
     try:
         ray.get(task.remote(folders, dataset_id, list(configurations), processes))

@@ -8,9 +8,13 @@ back onto the input grid; the configurations' probabilities are averaged
 applied. The label volume is written, atomically, on the input's grid by
 nnUNet's image writer.
 
-Each chunk of ``chunk_size`` volumes is one Ray task (1 CPU, or 1 GPU when
-asked) that loads the networks once; volumes whose output exists are skipped,
-so an interrupted call resumes. With ``save_probabilities`` the averaged
+Each chunk of volumes is one Ray task (1 CPU, or 1 GPU when asked) that
+loads the networks once; volumes whose output exists are skipped, so an
+interrupted call resumes. By default there are as many chunks as free CPUs
+(GPUs), each of at least :data:`MIN_VOLUMES_PER_TASK` volumes: a task's worker
+starts by importing torch and nnUNet, about 13 s of CPU on a small machine,
+longer than predicting ten tiny-configuration volumes, so on a busy 2-core
+machine one task does the whole call. With ``save_probabilities`` the averaged
 softmax is written beside each label as ``<case_id>.npz`` (array
 ``probabilities``, float16, shape (3, X, Y, Z) in the voxel order nibabel
 reads the label in), for :mod:`tanq_ray.segment.refine`.
@@ -25,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 import numpy as np
 import ray
@@ -37,8 +41,10 @@ from tanq_ray.segment.folders import NnUNetFolders, use_spawn
 from tanq_ray.segment.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LABEL_SUFFIX = ".nii.gz"
+MIN_VOLUMES_PER_TASK = 4
 PROBABILITIES_SUFFIX = ".npz"
 
 
@@ -162,6 +168,18 @@ def _predict_logged(
     return seconds
 
 
+def task_chunks(jobs: Sequence[T], chunk_size: int | None, free_devices: int) -> list[list[T]]:
+    """``jobs`` split into Ray tasks: ``chunk_size`` each, or (None) one task per free device, of at least
+    :data:`MIN_VOLUMES_PER_TASK` jobs.
+
+    ``free_devices`` is what the cluster has free now (a busy cluster: 0, so one task).
+    """
+    if chunk_size is None:
+        tasks = max(1, min(len(jobs) // MIN_VOLUMES_PER_TASK, free_devices))
+        return [[jobs[i] for i in indices] for indices in np.array_split(np.arange(len(jobs)), tasks)]
+    return [list(jobs[i : i + chunk_size]) for i in range(0, len(jobs), chunk_size)]
+
+
 def _is_done(output: Path, save_probabilities: bool) -> bool:
     return output.is_file() and (not save_probabilities or probabilities_path(output).is_file())
 
@@ -170,19 +188,20 @@ def predict_volumes(
     segmenter: Segmenter,
     images: Sequence[tuple[str, Path]],
     out_dir: str | Path,
-    chunk_size: int = 4,
+    chunk_size: int | None = None,
     save_probabilities: bool = False,
     use_gpu: bool | None = None,
 ) -> dict[str, Path]:
     """Segment ``(case_id, hrT2 NIfTI)`` pairs into ``out_dir/<case_id>.nii.gz``; return case_id -> label path.
 
-    One Ray task per ``chunk_size`` volumes; existing outputs are kept.
+    One Ray task per ``chunk_size`` volumes (None: see :func:`task_chunks`);
+    existing outputs are kept.
     ``use_gpu`` None = use GPUs when the Ray cluster has any. Ray must be initialised.
     """
     if not ray.is_initialized():
         raise RuntimeError("predict_volumes runs nnUNet in Ray tasks: call ray.init() first")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     out_dir = Path(out_dir).resolve()
     outputs: dict[str, Path] = {}
     jobs = []
@@ -200,9 +219,10 @@ def predict_volumes(
     task = ray.remote(_predict_chunk).options(
         num_cpus=1, num_gpus=1 if use_gpu else 0, runtime_env=segmenter.folders.runtime_env(use_gpu), name="nnunet_predict"
     )
-    chunks = [jobs[i : i + chunk_size] for i in range(0, len(jobs), chunk_size)]
+    free = int(ray.available_resources().get("GPU" if use_gpu else "CPU", 0))
+    chunks = task_chunks(jobs, chunk_size, free)
     row = segmenter.folders.work_dir.name
-    log.info("%s: predicting %d volumes in %d Ray task(s) of up to %d", row, len(jobs), len(chunks), chunk_size)
+    log.info("%s: predicting %d volumes in %d Ray task(s) of up to %d", row, len(jobs), len(chunks), len(chunks[0]))
     start = time.perf_counter()
     pending = [task.remote(segmenter, chunk, "cuda" if use_gpu else "cpu", save_probabilities) for chunk in chunks]
     done = 0

@@ -23,6 +23,7 @@ class FoldSchedule:
     test_time_mirroring: bool = True  # nnUNet's default; off = 4x (2d) / 8x (3d) cheaper inference
     optimizer: str = "sgd"  # "sgd" (nnUNet's default) or "adamw" (nnUNet's nnUNetTrainerAdam)
     foreground_oversampling: float | None = None  # None = nnUNet's 0.33
+    augmentation_processes: int = 0  # nnUNet's nnUNet_n_proc_DA; 0 = augment in the training process
 
     @classmethod
     def from_settings(cls, settings: SegmentConfig) -> "FoldSchedule":
@@ -34,4 +35,5 @@ class FoldSchedule:
             test_time_mirroring=settings.test_time_mirroring,
             optimizer=settings.optimizer,
             foreground_oversampling=settings.foreground_oversampling,
+            augmentation_processes=settings.augmentation_processes,
         )

@@ -24,7 +24,7 @@ from tanq_ray.segment.dataset import TrainingCase, fold_splits, write_raw_datase
 from tanq_ray.segment.folders import PLANS_NAME, TRAINER_NAME, NnUNetFolders, dataset_name
 from tanq_ray.run_ref import RunRef
 from tanq_ray.segment.folds import FoldResult, run_folds
-from tanq_ray.segment.planning import plan_and_preprocess, set_network_width
+from tanq_ray.segment.planning import plan_and_preprocess, planning_processes, set_network_width
 from tanq_ray.segment.selection import Selection, select_model
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ def train_segmenter(
     splits = fold_splits(cases, settings.folds) if cross_validated else None  # fails early when there are too few subjects
     if write_raw_dataset(folders, cases):
         log.info("%s: wrote %d training cases to '%s'", work_dir.name, len(cases), folders.raw_dataset)
-    plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, _pool_size())
+    processes = planning_processes(len(cases), _pool_size())
+    plan_and_preprocess(folders, settings.dataset_id, settings.configurations, use_gpu, processes)
     set_network_width(folders, settings.configurations, settings.network_width)
     if splits is not None:
         write_splits(folders, splits)
