@@ -169,10 +169,11 @@ def _predict_logged(
 
 
 def task_chunks(jobs: Sequence[T], chunk_size: int | None, free_devices: int) -> list[list[T]]:
-    """``jobs`` split into Ray tasks: ``chunk_size`` each, or (None) one task per free device, of at least
-    :data:`MIN_VOLUMES_PER_TASK` jobs.
+    """``jobs`` split into Ray tasks: ``chunk_size`` jobs each, or (None) one task per free device.
 
-    ``free_devices`` is what the cluster has free now (a busy cluster: 0, so one task).
+    Without a ``chunk_size`` every task gets at least :data:`MIN_VOLUMES_PER_TASK`
+    jobs; ``free_devices`` is what the cluster has free now (a busy cluster: 0,
+    so one task).
     """
     if chunk_size is None:
         tasks = max(1, min(len(jobs) // MIN_VOLUMES_PER_TASK, free_devices))
