@@ -157,6 +157,11 @@ class SegmentConfig(StrictModel):
     refine_min_confidence: float = Field(
         0.5, ge=0, le=1, description="refinement: foreground voxels with a lower softmax become background"
     )
+    refine_vs_location_mm: float | None = Field(
+        None, ge=0,
+        description="refinement: only VS components lying (at least half) within this many mm of a VS of the labelled "
+        "source scans, mirrored left-right, in ROI-centred coordinates may be kept; unset = any component",
+    )
     test_time_mirroring: bool = Field(True, description="nnUNet's mirrored predictions (off: 4x / 8x cheaper in 2d / 3d)")
     augmentation_processes: int = Field(
         0, ge=0, description="nnUNet augmentation processes per fold (0 = in the training process); a fold reserves 1 + this many CPUs"

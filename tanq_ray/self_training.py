@@ -35,6 +35,7 @@ from tanq_ray.evaluate import Evaluation, evaluate_folder
 from tanq_ray.models.config import TRANSLATOR_NAMES
 from tanq_ray.run_ref import RunRef
 from tanq_ray.segment import Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
+from tanq_ray.segment.refine import VsLocationPrior
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
 from tanq_ray.translate import TranslatedCase
 
@@ -105,17 +106,30 @@ def multi_view_cases(translated: Sequence[TranslatedCase], views: Sequence[str])
     ]
 
 
-def pseudo_labelled_cases(previous: Segmenter, config: Config, index: int, unlabelled: Sequence[RoiCase]) -> list[TrainingCase]:
+def source_labels(translated: Sequence[TranslatedCase]) -> list[Path]:
+    """One ROI label volume per labelled source scan (its views share it)."""
+    return list({c.case_id: c.label for c in translated}.values())
+
+
+def pseudo_labelled_cases(
+    previous: Segmenter, config: Config, index: int, unlabelled: Sequence[RoiCase], source_labels: Sequence[Path]
+) -> list[TrainingCase]:
     """Real hrT2 ROI volumes with labels predicted by the previous round's model (refined when configured).
+
+    ``source_labels``: ROI label volumes of the labelled source scans, which
+    the VS location rule (``segment.refine_vs_location_mm``) goes by.
 
     The labels are written under ``<round>/pseudo_labels/`` on the full grid
     for the user and on the ROI grid (``roi/``) for training.
     """
     folder = round_dir(config, index) / "pseudo_labels"
-    refine = config.segment.refine_pseudo_labels
+    settings = config.segment
+    refine = settings.refine_pseudo_labels
     labels = segment_rois(previous, unlabelled, folder / ("raw" if refine else ""), save_probabilities=refine)
     if refine:
-        labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, config.segment.refine_min_confidence)
+        margin = settings.refine_vs_location_mm
+        prior = None if margin is None else VsLocationPrior.from_labels(source_labels, margin)
+        labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, settings.refine_min_confidence, prior)
         for case in unlabelled:
             paste_back_file(labels[case.case_id], case, folder / f"{case.case_id}.nii.gz")
     return [TrainingCase(case.case_id, case.image, labels[case.case_id]) for case in unlabelled]

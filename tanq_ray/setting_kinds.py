@@ -32,7 +32,8 @@ CHANGES_RESULTS = frozenset(
         "train.num_workers",  # data-parallel workers multiply the batch: another optimisation
         "segment.configurations", "segment.folds", "segment.epochs", "segment.iterations_per_epoch", "segment.batch_size",
         "segment.initial_lr", "segment.optimizer", "segment.network_width", "segment.foreground_oversampling", "segment.views",
-        "segment.refine_pseudo_labels", "segment.refine_min_confidence", "segment.test_time_mirroring",
+        "segment.refine_pseudo_labels", "segment.refine_min_confidence", "segment.refine_vs_location_mm",
+        "segment.test_time_mirroring",
     }
 )  # fmt: skip
 """Dotted keys (or whole sections) whose value changes the outputs of the stages that read them."""

@@ -13,7 +13,7 @@ from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.segment.dataset import DatasetError, TrainingCase, fold_splits, write_raw_dataset
 from tanq_ray.segment.folders import NnUNetFolders, dataset_name
 from tanq_ray.segment.predict import probabilities_path
-from tanq_ray.segment.refine import refine_label, refine_pseudo_labels
+from tanq_ray.segment.refine import VsLocationPrior, refine_label, refine_pseudo_labels
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +133,57 @@ def test_refine_keeps_largest_vs_and_drops_unsure_voxels() -> None:
     assert refined[1:5, 1:5, 1:4].min() == 1
     assert refined[9:11, 9:11, 4].max() == 0
     assert refined[8, 1, 1] == 2 and refined[8, 3, 1] == 0
+
+
+def confident(label: np.ndarray) -> np.ndarray:
+    probabilities = np.zeros((3, *label.shape), np.float32)
+    for value in range(3):
+        probabilities[value][label == value] = 0.95
+    return probabilities
+
+
+def source_label(tmp_path: Path, name: str, vs_box: tuple[slice, slice, slice], spacing: float = 2.0) -> Path:
+    """A 20 x 20 x 10 ROI label volume (``spacing`` mm voxels) with a VS in ``vs_box``."""
+    label = np.zeros((20, 20, 10), np.uint8)
+    label[vs_box] = 1
+    image = nib.Nifti1Image(label, np.diag([spacing, spacing, spacing, 1.0]))
+    nib.save(image, str(tmp_path / name))
+    return tmp_path / name
+
+
+def test_vs_location_rule_keeps_the_component_where_source_scans_have_a_vs(tmp_path: Path) -> None:
+    # source VS left of centre (x 4-6 of 20); its mirror image covers x 13-15
+    prior = VsLocationPrior.from_labels([source_label(tmp_path, "s.nii.gz", (slice(4, 7), slice(9, 12), slice(4, 6)))], 2.0)
+    label = np.zeros((20, 20, 10), np.uint8)
+    label[13:16, 9:12, 4:6] = 1  # small VS on the mirrored side: plausible
+    label[8:12, 0:5, 0:10] = 1  # larger grey region at the front, far from any source VS
+    refined = refine_label(label, confident(label), 0.0, (prior, (2.0, 2.0, 2.0)))
+    assert refined[13:16, 9:12, 4:6].min() == 1
+    assert refined[8:12, 0:5, 0:10].max() == 0
+    # without the rule the larger region wins
+    plain = refine_label(label, confident(label), 0.0)
+    assert plain[8:12, 0:5, 0:10].min() == 1 and plain[13:16, 9:12, 4:6].max() == 0
+    # the same offsets in mm, on a grid of another spacing, are judged the same way
+    finer = np.zeros((40, 40, 20), np.uint8)
+    finer[27:31, 18:22, 8:12] = 1  # mirrored side at 1 mm voxels
+    assert refine_label(finer, confident(finer), 0.0, (prior, (1.0, 1.0, 1.0)))[27:31, 18:22, 8:12].min() == 1
+
+
+def test_vs_location_rule_drops_every_implausible_vs_and_keeps_the_cochlea(tmp_path: Path) -> None:
+    prior = VsLocationPrior.from_labels([source_label(tmp_path, "s.nii.gz", (slice(4, 7), slice(9, 12), slice(4, 6)))], 2.0)
+    label = np.zeros((20, 20, 10), np.uint8)
+    label[8:12, 0:5, 0:10] = 1
+    label[2, 15, 5] = 2
+    refined = refine_label(label, confident(label), 0.0, (prior, (2.0, 2.0, 2.0)))
+    assert (refined == 1).sum() == 0 and refined[2, 15, 5] == 2
+
+
+def test_vs_location_prior_needs_a_source_vs(tmp_path: Path) -> None:
+    empty = source_label(tmp_path, "s.nii.gz", (slice(0, 0), slice(0, 0), slice(0, 0)))
+    with pytest.raises(ValueError, match="no labelled source scan has a VS voxel"):
+        VsLocationPrior.from_labels([empty], 2.0)
+    with pytest.raises(ValueError, match="must be >= 0 mm"):
+        VsLocationPrior.from_labels([empty], -1.0)
 
 
 def test_refine_needs_the_saved_probabilities(tmp_path: Path) -> None:

@@ -6,47 +6,114 @@ Two rules, applied to a predicted label volume and its softmax
 1. a foreground voxel whose winning class has probability below
    ``min_confidence`` becomes background (the network was unsure);
 2. only the largest 26-connected VS component is kept (one VS per scan).
+   With a :class:`VsLocationPrior`, only components that lie where the
+   labelled source scans have a VS compete; a scan with no such component
+   keeps no VS.
 
 The cochlea is left with all its components: there are two per head, and a
 scan may show both.
+
+Why the location rule: a model trained on pseudo-hrT2 marks, with softmax
+above 0.9, several grey regions of a real hrT2 scan as VS (temporal lobes,
+midline structures above the internal auditory canals), and the largest of
+them is often not the VS. Every volume here is an ROI volume, the same box
+in millimetres around the same anatomy in both modalities
+(:mod:`tanq_ray.data.roi`), so the source labels say where a VS can be. The
+VS grows on either side, so their positions count mirrored left-right too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from tanq_ray.io_utils import atomic_path
 from tanq_ray.labels import VS
 from tanq_ray.segment.predict import probabilities_path
 
 DEFAULT_MIN_CONFIDENCE = 0.5
+PLAUSIBLE_SHARE = 0.5
+"""A VS component is plausible when at least this share of its voxels lies near a source VS."""
 
 
-def refine_label(label: np.ndarray, probabilities: np.ndarray, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> np.ndarray:
-    """Refined copy of ``label`` (X, Y, Z; values 0/1/2) given ``probabilities`` (3, X, Y, Z)."""
+def centred_mm(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
+    """``(X, Y, Z, 3)``: each voxel's offset from the centre of its ROI volume, in mm (axis 0 runs left-right)."""
+    axes = [(np.arange(n) - (n - 1) / 2.0) * float(step) for n, step in zip(shape, spacing)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
+@dataclass(frozen=True)
+class VsLocationPrior:
+    """Where the labelled source scans have VS voxels, in mm from their ROI centre, on both sides of the head."""
+
+    points: np.ndarray
+    """``(N, 3)`` source VS voxel offsets and their left-right mirror images, in mm."""
+    margin_mm: float
+
+    @classmethod
+    def from_labels(cls, label_paths: Iterable[Path], margin_mm: float) -> "VsLocationPrior":
+        """The prior of ROI label volumes (canonical RAS, as :mod:`tanq_ray.data.roi` writes them)."""
+        if margin_mm < 0:
+            raise ValueError(f"the VS location margin must be >= 0 mm, got {margin_mm}")
+        found = []
+        for path in label_paths:
+            image = nib.load(str(path))
+            offsets = centred_mm(image.shape[:3], image.header.get_zooms()[:3])[np.asarray(image.dataobj) == VS]
+            found += [offsets, offsets * np.array([-1.0, 1.0, 1.0])]
+        points = np.concatenate(found) if found else np.zeros((0, 3))
+        if not len(points):
+            raise ValueError("no labelled source scan has a VS voxel: the VS location rule has nothing to go by")
+        return cls(points, float(margin_mm))
+
+    def near(self, offsets: np.ndarray) -> np.ndarray:
+        """``(M,)`` bool: which of the ``(M, 3)`` mm offsets lie within ``margin_mm`` of a source VS voxel."""
+        distances, _ = cKDTree(self.points).query(offsets, distance_upper_bound=self.margin_mm + 1e-6)
+        return np.isfinite(distances)
+
+
+def refine_label(
+    label: np.ndarray,
+    probabilities: np.ndarray,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    location: tuple[VsLocationPrior, Sequence[float]] | None = None,
+) -> np.ndarray:
+    """Refined copy of ``label`` (X, Y, Z; values 0/1/2) given ``probabilities`` (3, X, Y, Z).
+
+    ``location``: a prior and the label's voxel spacing in mm; without it
+    every VS component competes.
+    """
     if probabilities.shape[1:] != label.shape:
         raise ValueError(f"probabilities of shape {probabilities.shape} do not match a label of shape {label.shape}")
     refined = np.array(label, dtype=np.uint8)
     refined[(refined > 0) & (probabilities.max(axis=0) < min_confidence)] = 0
     components, count = ndimage.label(refined == VS, structure=np.ones((3, 3, 3), dtype=bool))
-    if count > 1:
-        sizes = np.bincount(components.ravel())[1:]
-        refined[(components > 0) & (components != 1 + int(np.argmax(sizes)))] = 0
+    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:].astype(float)
+    if location is not None and count:
+        prior, spacing = location
+        near = prior.near(centred_mm(label.shape, spacing)[components > 0])
+        near_counts = np.bincount(components[components > 0], weights=near, minlength=count + 1)[1:]
+        sizes[near_counts < PLAUSIBLE_SHARE * sizes] = 0.0  # implausible components compete with size 0
+    keep = 1 + int(np.argmax(sizes)) if count and sizes.max() > 0 else 0
+    refined[(components > 0) & (components != keep)] = 0
     return refined
 
 
 def refine_pseudo_labels(
-    labels: Mapping[str, Path], out_dir: str | Path, min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    labels: Mapping[str, Path],
+    out_dir: str | Path,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    prior: VsLocationPrior | None = None,
 ) -> dict[str, Path]:
     """Refine each ``case_id -> predicted label`` into ``out_dir/<case_id>.nii.gz``; return case_id -> refined path.
 
     Each label needs its softmax beside it (:func:`~tanq_ray.segment.predict.probabilities_path`).
-    Existing outputs are kept.
+    With ``prior``, the labels must be ROI volumes. Existing outputs are kept.
     """
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence}")
@@ -66,7 +133,8 @@ def refine_pseudo_labels(
         with np.load(softmax_path) as stored:
             probabilities = stored["probabilities"]
         try:
-            refined = refine_label(np.asanyarray(image.dataobj), probabilities, min_confidence)
+            location = None if prior is None else (prior, image.header.get_zooms()[:3])
+            refined = refine_label(np.asanyarray(image.dataobj), probabilities, min_confidence, location)
         except ValueError as err:
             raise ValueError(f"case '{case_id}': '{softmax_path}' vs '{label_path}': {err}") from None
         with atomic_path(target) as tmp:

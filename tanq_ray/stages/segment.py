@@ -29,6 +29,7 @@ from tanq_ray.self_training import (
     reference_dir,
     round_dir,
     round_name,
+    source_labels,
     train_and_score,
 )
 from tanq_ray.setting_kinds import folder_fingerprint
@@ -36,7 +37,7 @@ from tanq_ray.stages.data import DataFolders
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.translate import TranslatedCase
 
-PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence"}
+PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence", "refine_vs_location_mm"}
 """Segment settings that only self-training rounds (r >= 1) read: not in the keys of round 0 and the reference rows."""
 ADAPTED_ROW_SETTINGS = {"views"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys."""
@@ -101,7 +102,8 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
         cases = multi_view_cases(translated, config.segment.views)
         if index > 0:
             previous = load_segmenter(round_dir(config, index - 1))
-            cases += pseudo_labelled_cases(previous, config, index, hrT2_rois(config, "hrT2", folders.train_dir))
+            unlabelled = hrT2_rois(config, "hrT2", folders.train_dir)
+            cases += pseudo_labelled_cases(previous, config, index, unlabelled, source_labels(translated))
         result = train_and_log_row(config, tracker, run, round_dir(config, index), cases, folders)
     return RowOutputs.of(result)
 
