@@ -112,11 +112,11 @@ def source_labels(translated: Sequence[TranslatedCase]) -> list[Path]:
 
 
 def pseudo_labelled_cases(
-    previous: Segmenter, config: Config, index: int, unlabelled: Sequence[RoiCase], source_labels: Sequence[Path]
+    previous: Segmenter, config: Config, index: int, unlabelled: Sequence[RoiCase], source_label_paths: Sequence[Path]
 ) -> list[TrainingCase]:
     """Real hrT2 ROI volumes with labels predicted by the previous round's model (refined when configured).
 
-    ``source_labels``: ROI label volumes of the labelled source scans, which
+    ``source_label_paths``: ROI label volumes of the labelled source scans, which
     the VS location rule (``segment.refine_vs_location_mm``) goes by.
 
     The labels are written under ``<round>/pseudo_labels/`` on the full grid
@@ -128,7 +128,7 @@ def pseudo_labelled_cases(
     labels = segment_rois(previous, unlabelled, folder / ("raw" if refine else ""), save_probabilities=refine)
     if refine:
         margin = settings.refine_vs_location_mm
-        prior = None if margin is None else VsLocationPrior.from_labels(source_labels, margin)
+        prior = None if margin is None else VsLocationPrior.from_labels(source_label_paths, margin)
         labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, settings.refine_min_confidence, prior)
         for case in unlabelled:
             paste_back_file(labels[case.case_id], case, folder / f"{case.case_id}.nii.gz")

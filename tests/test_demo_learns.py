@@ -15,8 +15,10 @@ one cohort. Floors on the evaluation hrT2 (mean over cases):
   0.20-0.56 against 0.00). A broken translation fails it (identity
   translators: 0.00, section 8);
 - the recipe's goal for the final adapted row, VS >= 0.5 and cochlea >= 0.3,
-  is not reached yet: a strict expected failure, so it fails the day the
-  demo reaches it and the marker must go.
+  is not reached yet: the VS part is (0.54 and 0.58 in the runs of
+  docs/learning-on-a-cpu.md section 15), the cochlea part is not (0.29 and
+  0.14). A strict expected failure, so it fails the day the demo reaches it
+  and the marker must go.
 """
 
 from __future__ import annotations
