@@ -42,18 +42,18 @@ PLAUSIBLE_SHARE = 0.5
 """A VS component is plausible when at least this share of its voxels lies near a source VS."""
 
 
-def centred_mm(shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
-    """``(X, Y, Z, 3)``: each voxel's offset from the centre of its ROI volume, in mm (axis 0 runs left-right)."""
-    axes = [(np.arange(n) - (n - 1) / 2.0) * float(step) for n, step in zip(shape, spacing)]
-    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+def offsets_mm(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """``(M, 3)``: the offsets of ``mask``'s voxels from the centre of its ROI volume, in mm (axis 0 runs left-right)."""
+    centre = (np.asarray(mask.shape) - 1) / 2.0
+    return (np.argwhere(mask) - centre) * np.asarray(spacing, dtype=float)
 
 
 @dataclass(frozen=True)
 class VsLocationPrior:
     """Where the labelled source scans have VS voxels, in mm from their ROI centre, on both sides of the head."""
 
-    points: np.ndarray
-    """``(N, 3)`` source VS voxel offsets and their left-right mirror images, in mm."""
+    source_vs_mm: cKDTree
+    """The source VS voxel offsets and their left-right mirror images, in mm."""
     margin_mm: float
 
     @classmethod
@@ -64,16 +64,16 @@ class VsLocationPrior:
         found = []
         for path in label_paths:
             image = nib.load(str(path))
-            offsets = centred_mm(image.shape[:3], image.header.get_zooms()[:3])[np.asarray(image.dataobj) == VS]
+            offsets = offsets_mm(np.asarray(image.dataobj) == VS, image.header.get_zooms()[:3])
             found += [offsets, offsets * np.array([-1.0, 1.0, 1.0])]
         points = np.concatenate(found) if found else np.zeros((0, 3))
         if not len(points):
             raise ValueError("no labelled source scan has a VS voxel: the VS location rule has nothing to go by")
-        return cls(points, float(margin_mm))
+        return cls(cKDTree(points), float(margin_mm))
 
     def near(self, offsets: np.ndarray) -> np.ndarray:
         """``(M,)`` bool: which of the ``(M, 3)`` mm offsets lie within ``margin_mm`` of a source VS voxel."""
-        distances, _ = cKDTree(self.points).query(offsets, distance_upper_bound=self.margin_mm + 1e-6)
+        distances, _ = self.source_vs_mm.query(offsets, distance_upper_bound=self.margin_mm + 1e-6)
         return np.isfinite(distances)
 
 
@@ -96,8 +96,9 @@ def refine_label(
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:].astype(float)
     if location is not None and count:
         prior, spacing = location
-        near = prior.near(centred_mm(label.shape, spacing)[components > 0])
-        near_counts = np.bincount(components[components > 0], weights=near, minlength=count + 1)[1:]
+        inside = components > 0
+        near = prior.near(offsets_mm(inside, spacing))  # argwhere and boolean indexing share C order
+        near_counts = np.bincount(components[inside], weights=near, minlength=count + 1)[1:]
         sizes[near_counts < PLAUSIBLE_SHARE * sizes] = 0.0  # implausible components compete with size 0
     keep = 1 + int(np.argmax(sizes)) if count and sizes.max() > 0 else 0
     refined[(components > 0) & (components != keep)] = 0
