@@ -162,6 +162,11 @@ class SegmentConfig(StrictModel):
         description="refinement: only VS components lying (at least half) within this many mm of a VS of the labelled "
         "source scans, mirrored left-right, in ROI-centred coordinates may be kept; unset = any component",
     )
+    refine_one_cochlea_per_side: bool = Field(
+        False,
+        description="refinement: on each side of the head keep only the cochlea component whose centroid lies nearest "
+        "the mean cochlea position of the labelled source scans (ROI-centred mm, mirrored); off = every component",
+    )
     test_time_mirroring: bool = Field(True, description="nnUNet's mirrored predictions (off: 4x / 8x cheaper in 2d / 3d)")
     augmentation_processes: int = Field(
         0, ge=0, description="nnUNet augmentation processes per fold (0 = in the training process); a fold reserves 1 + this many CPUs"

@@ -35,7 +35,7 @@ from tanq_ray.evaluate import Evaluation, evaluate_folder
 from tanq_ray.models.config import TRANSLATOR_NAMES
 from tanq_ray.run_ref import RunRef
 from tanq_ray.segment import Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
-from tanq_ray.segment.refine import VsLocationPrior
+from tanq_ray.segment.refine import CochleaPosition, VsLocationPrior
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
 from tanq_ray.translate import TranslatedCase
 
@@ -117,7 +117,8 @@ def pseudo_labelled_cases(
     """Real hrT2 ROI volumes with labels predicted by the previous round's model (refined when configured).
 
     ``source_label_paths``: ROI label volumes of the labelled source scans, which
-    the VS location rule (``segment.refine_vs_location_mm``) goes by.
+    the location rules (``segment.refine_vs_location_mm``,
+    ``segment.refine_one_cochlea_per_side``) go by.
 
     The labels are written under ``<round>/pseudo_labels/`` on the full grid
     for the user and on the ROI grid (``roi/``) for training.
@@ -128,8 +129,9 @@ def pseudo_labelled_cases(
     labels = segment_rois(previous, unlabelled, folder / ("raw" if refine else ""), save_probabilities=refine)
     if refine:
         margin = settings.refine_vs_location_mm
-        prior = None if margin is None else VsLocationPrior.from_labels(source_label_paths, margin)
-        labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, settings.refine_min_confidence, prior)
+        vs_prior = None if margin is None else VsLocationPrior.from_labels(source_label_paths, margin)
+        cochlea_position = CochleaPosition.from_labels(source_label_paths) if settings.refine_one_cochlea_per_side else None
+        labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, settings.refine_min_confidence, vs_prior, cochlea_position)
         for case in unlabelled:
             paste_back_file(labels[case.case_id], case, folder / f"{case.case_id}.nii.gz")
     return [TrainingCase(case.case_id, case.image, labels[case.case_id]) for case in unlabelled]

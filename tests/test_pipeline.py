@@ -145,7 +145,9 @@ def test_rerunning_trains_nothing_and_changing_pseudo_labels_reruns_only_self_tr
         "ingest.on_bad_volume=stop", "train.checkpoint_every=3", "train.max_failures=0", "segment.dataset_id=502",
     ]  # fmt: skip
     assert set(_states(run_pipeline(_config(root, *how_it_runs))).values()) == {"cached"}
-    refined = ("segment.refine_pseudo_labels=true", "segment.refine_vs_location_mm=5")  # the rule reads the translations' labels
+    refined = (  # the location rules read the translations' labels
+        "segment.refine_pseudo_labels=true", "segment.refine_vs_location_mm=5", "segment.refine_one_cochlea_per_side=true",
+    )  # fmt: skip
     changed = _states(run_pipeline(_config(root, *refined)))
     untouched = ("ingest", "train-tanq", "train-cyclegan", "translate", "segment-round-0", "segment-source-only", "segment-target-supervised")
     assert {name: changed[name] for name in untouched} == dict.fromkeys(untouched, "cached")

@@ -13,7 +13,7 @@ from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.segment.dataset import DatasetError, TrainingCase, fold_splits, write_raw_dataset
 from tanq_ray.segment.folders import NnUNetFolders, dataset_name
 from tanq_ray.segment.predict import probabilities_path
-from tanq_ray.segment.refine import VsLocationPrior, refine_label, refine_pseudo_labels
+from tanq_ray.segment.refine import CochleaPosition, VsLocationPrior, refine_label, refine_pseudo_labels
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_vs_location_rule_keeps_the_component_where_source_scans_have_a_vs(tmp_p
     label = np.zeros((20, 20, 10), np.uint8)
     label[13:16, 9:12, 4:6] = 1  # small VS on the mirrored side: plausible
     label[8:12, 0:5, 0:10] = 1  # larger grey region at the front, far from any source VS
-    refined = refine_label(label, confident(label), 0.0, (prior, (2.0, 2.0, 2.0)))
+    refined = refine_label(label, confident(label), 0.0, (2.0, 2.0, 2.0), prior)
     assert refined[13:16, 9:12, 4:6].min() == 1
     assert refined[8:12, 0:5, 0:10].max() == 0
     # without the rule the larger region wins
@@ -166,7 +166,7 @@ def test_vs_location_rule_keeps_the_component_where_source_scans_have_a_vs(tmp_p
     # the same offsets in mm, on a grid of another spacing, are judged the same way
     finer = np.zeros((40, 40, 20), np.uint8)
     finer[27:31, 18:22, 8:12] = 1  # mirrored side at 1 mm voxels
-    assert refine_label(finer, confident(finer), 0.0, (prior, (1.0, 1.0, 1.0)))[27:31, 18:22, 8:12].min() == 1
+    assert refine_label(finer, confident(finer), 0.0, (1.0, 1.0, 1.0), prior)[27:31, 18:22, 8:12].min() == 1
 
 
 def test_vs_location_rule_drops_every_implausible_vs_and_keeps_the_cochlea(tmp_path: Path) -> None:
@@ -174,8 +174,45 @@ def test_vs_location_rule_drops_every_implausible_vs_and_keeps_the_cochlea(tmp_p
     label = np.zeros((20, 20, 10), np.uint8)
     label[8:12, 0:5, 0:10] = 1
     label[2, 15, 5] = 2
-    refined = refine_label(label, confident(label), 0.0, (prior, (2.0, 2.0, 2.0)))
+    refined = refine_label(label, confident(label), 0.0, (2.0, 2.0, 2.0), prior)
     assert (refined == 1).sum() == 0 and refined[2, 15, 5] == 2
+
+
+def source_cochleae(tmp_path: Path, name: str, boxes: list[tuple[slice, slice, slice]]) -> Path:
+    """A 20 x 20 x 10 ROI label volume of 2 mm voxels with a cochlea in each of ``boxes``."""
+    label = np.zeros((20, 20, 10), np.uint8)
+    for box in boxes:
+        label[box] = 2
+    nib.save(nib.Nifti1Image(label, np.diag([2.0, 2.0, 2.0, 1.0])), str(tmp_path / name))
+    return tmp_path / name
+
+
+def test_cochlea_rule_keeps_per_side_the_component_nearest_the_source_position(tmp_path: Path) -> None:
+    # the source scans have their cochleae at x 2 and x 17 (one on each side), y 12, z 5
+    position = CochleaPosition.from_labels(
+        [source_cochleae(tmp_path, "a.nii.gz", [(slice(2, 3), slice(12, 13), slice(5, 6))]),
+         source_cochleae(tmp_path, "b.nii.gz", [(slice(17, 18), slice(12, 13), slice(5, 6))])]
+    )  # fmt: skip
+    label = np.zeros((20, 20, 10), np.uint8)
+    label[3, 11, 5] = 2  # a cochlea near the source position, left
+    label[4:7, 2:5, 0:3] = 2  # a larger bright spot far from it, left
+    label[16, 13, 4] = 2  # a cochlea near the mirrored position, right
+    label[14, 2, 9] = 2  # a spot far from it, right
+    label[9, 10, 5] = 1  # a VS is left alone
+    refined = refine_label(label, confident(label), 0.0, (2.0, 2.0, 2.0), cochlea_position=position)
+    assert refined[3, 11, 5] == 2 and refined[16, 13, 4] == 2
+    assert refined[4:7, 2:5, 0:3].max() == 0 and refined[14, 2, 9] == 0
+    assert refined[9, 10, 5] == 1
+    assert (refine_label(label, confident(label), 0.0) == label).all()  # without the rule every component stays
+
+
+def test_cochlea_rule_needs_a_source_cochlea_and_a_spacing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no labelled source scan has a cochlea voxel"):
+        CochleaPosition.from_labels([source_cochleae(tmp_path, "a.nii.gz", [])])
+    position = CochleaPosition.from_labels([source_cochleae(tmp_path, "b.nii.gz", [(slice(2, 3), slice(12, 13), slice(5, 6))])])
+    label = np.zeros((20, 20, 10), np.uint8)
+    with pytest.raises(ValueError, match="need the label's voxel spacing"):
+        refine_label(label, confident(label), 0.0, cochlea_position=position)
 
 
 def test_vs_location_prior_needs_a_source_vs(tmp_path: Path) -> None:

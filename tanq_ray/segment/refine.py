@@ -1,6 +1,6 @@
 """Pseudo-label refinement before retraining (the paper's stated future work, section 3; off by default).
 
-Two rules, applied to a predicted label volume and its softmax
+Rules applied to a predicted label volume and its softmax
 (:func:`tanq_ray.segment.predict.predict_volumes` with ``save_probabilities``):
 
 1. a foreground voxel whose winning class has probability below
@@ -8,10 +8,10 @@ Two rules, applied to a predicted label volume and its softmax
 2. only the largest 26-connected VS component is kept (one VS per scan).
    With a :class:`VsLocationPrior`, only components that lie where the
    labelled source scans have a VS compete; a scan with no such component
-   keeps no VS.
-
-The cochlea is left with all its components: there are two per head, and a
-scan may show both.
+   keeps no VS;
+3. with a :class:`CochleaPosition`, each side of the head keeps only the
+   cochlea component nearest the place where the source scans have theirs
+   (one cochlea per side). Without it every cochlea component is kept.
 
 Why the location rule: a model trained on pseudo-hrT2 marks, with softmax
 above 0.9, several grey regions of a real hrT2 scan as VS (temporal lobes,
@@ -20,6 +20,14 @@ them is often not the VS. Every volume here is an ROI volume, the same box
 in millimetres around the same anatomy in both modalities
 (:mod:`tanq_ray.data.roi`), so the source labels say where a VS can be. The
 VS grows on either side, so their positions count mirrored left-right too.
+
+Why the cochlea rule: the same models mark small bright spots of real hrT2
+as cochlea all over the box (in the demo, three predicted cochlea voxels
+for every true one, most in components that do not touch a cochlea), and
+self-training learns them back from its own pseudo-labels. Each side has
+one cochlea, and a component's distance from the source scans' mean cochlea
+position picks the true one far more often than its size does
+(docs/learning-on-a-cpu.md section 16).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from tanq_ray.io_utils import atomic_path
-from tanq_ray.labels import VS
+from tanq_ray.labels import COCHLEA, VS
 from tanq_ray.segment.predict import probabilities_path
 
 DEFAULT_MIN_CONFIDENCE = 0.5
@@ -42,10 +50,18 @@ PLAUSIBLE_SHARE = 0.5
 """A VS component is plausible when at least this share of its voxels lies near a source VS."""
 
 
+def index_offsets_mm(indices: np.ndarray, shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
+    """``(M, 3)``: the offsets in mm of ``(M, 3)`` voxel indices from the centre of an ROI volume of ``shape``.
+
+    Axis 0 runs left-right (canonical RAS).
+    """
+    centre = (np.asarray(shape) - 1) / 2.0
+    return (np.asarray(indices, dtype=float) - centre) * np.asarray(spacing, dtype=float)
+
+
 def offsets_mm(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """``(M, 3)``: the offsets of ``mask``'s voxels from the centre of its ROI volume, in mm (axis 0 runs left-right)."""
-    centre = (np.asarray(mask.shape) - 1) / 2.0
-    return (np.argwhere(mask) - centre) * np.asarray(spacing, dtype=float)
+    """``(M, 3)``: the offsets of ``mask``'s voxels from the centre of its ROI volume, in mm."""
+    return index_offsets_mm(np.argwhere(mask), mask.shape, spacing)
 
 
 @dataclass(frozen=True)
@@ -77,31 +93,74 @@ class VsLocationPrior:
         return np.isfinite(distances)
 
 
+@dataclass(frozen=True)
+class CochleaPosition:
+    """Where the labelled source scans have a cochlea, in mm from their ROI centre, folded onto one side of the head."""
+
+    folded_mm: np.ndarray
+    """``(3,)``: the mean of each source scan's per-side cochlea centroids, left-right offsets made positive."""
+
+    @classmethod
+    def from_labels(cls, label_paths: Iterable[Path]) -> "CochleaPosition":
+        """The position of ROI label volumes (canonical RAS, as :mod:`tanq_ray.data.roi` writes them)."""
+        centroids = []
+        for path in label_paths:
+            image = nib.load(str(path))
+            offsets = offsets_mm(np.asarray(image.dataobj) == COCHLEA, image.header.get_zooms()[:3])
+            for side, on_side in ((-1.0, offsets[:, 0] < 0), (1.0, offsets[:, 0] >= 0)):
+                if on_side.any():
+                    centroids.append(offsets[on_side].mean(axis=0) * [side, 1.0, 1.0])
+        if not centroids:
+            raise ValueError("no labelled source scan has a cochlea voxel: the cochlea rule has nothing to go by")
+        return cls(np.mean(centroids, axis=0))
+
+    def one_per_side(self, cochlea: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+        """``cochlea`` (X, Y, Z bool) keeping on each side the 26-connected component whose centroid is nearest the position."""
+        components, count = ndimage.label(cochlea, structure=np.ones((3, 3, 3), dtype=bool))
+        if not count:
+            return np.zeros_like(cochlea, dtype=bool)
+        voxel_centroids = ndimage.center_of_mass(cochlea, components, range(1, count + 1))
+        centroids = index_offsets_mm(voxel_centroids, cochlea.shape, spacing)
+        keep = []
+        for side, on_side in ((-1.0, centroids[:, 0] < 0), (1.0, centroids[:, 0] >= 0)):
+            if on_side.any():
+                distances = np.linalg.norm(centroids - self.folded_mm * [side, 1.0, 1.0], axis=1)
+                keep.append(1 + int(np.argmin(np.where(on_side, distances, np.inf))))
+        return np.isin(components, keep)
+
+
 def refine_label(
     label: np.ndarray,
     probabilities: np.ndarray,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-    location: tuple[VsLocationPrior, Sequence[float]] | None = None,
+    spacing: Sequence[float] | None = None,
+    vs_prior: VsLocationPrior | None = None,
+    cochlea_position: CochleaPosition | None = None,
 ) -> np.ndarray:
     """Refined copy of ``label`` (X, Y, Z; values 0/1/2) given ``probabilities`` (3, X, Y, Z).
 
-    ``location``: a prior and the label's voxel spacing in mm; without it
-    every VS component competes.
+    ``spacing``: the label's voxel spacing in mm, needed by ``vs_prior`` and
+    ``cochlea_position``; without ``vs_prior`` every VS component competes,
+    without ``cochlea_position`` every cochlea component is kept.
     """
     if probabilities.shape[1:] != label.shape:
         raise ValueError(f"probabilities of shape {probabilities.shape} do not match a label of shape {label.shape}")
+    if spacing is None and (vs_prior is not None or cochlea_position is not None):
+        raise ValueError("the location rules need the label's voxel spacing in mm")
     refined = np.array(label, dtype=np.uint8)
     refined[(refined > 0) & (probabilities.max(axis=0) < min_confidence)] = 0
     components, count = ndimage.label(refined == VS, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:].astype(float)
-    if location is not None and count:
-        prior, spacing = location
+    if vs_prior is not None and count:
         inside = components > 0
-        near = prior.near(offsets_mm(inside, spacing))  # argwhere and boolean indexing share C order
+        near = vs_prior.near(offsets_mm(inside, spacing))  # argwhere and boolean indexing share C order
         near_counts = np.bincount(components[inside], weights=near, minlength=count + 1)[1:]
         sizes[near_counts < PLAUSIBLE_SHARE * sizes] = 0.0  # implausible components compete with size 0
     keep = 1 + int(np.argmax(sizes)) if count and sizes.max() > 0 else 0
     refined[(components > 0) & (components != keep)] = 0
+    if cochlea_position is not None:
+        cochlea = refined == COCHLEA
+        refined[cochlea & ~cochlea_position.one_per_side(cochlea, spacing)] = 0
     return refined
 
 
@@ -109,12 +168,13 @@ def refine_pseudo_labels(
     labels: Mapping[str, Path],
     out_dir: str | Path,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-    prior: VsLocationPrior | None = None,
+    vs_prior: VsLocationPrior | None = None,
+    cochlea_position: CochleaPosition | None = None,
 ) -> dict[str, Path]:
     """Refine each ``case_id -> predicted label`` into ``out_dir/<case_id>.nii.gz``; return case_id -> refined path.
 
     Each label needs its softmax beside it (:func:`~tanq_ray.segment.predict.probabilities_path`).
-    With ``prior``, the labels must be ROI volumes. Existing outputs are kept.
+    With ``vs_prior`` or ``cochlea_position``, the labels must be ROI volumes. Existing outputs are kept.
     """
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence}")
@@ -134,8 +194,9 @@ def refine_pseudo_labels(
         with np.load(softmax_path) as stored:
             probabilities = stored["probabilities"]
         try:
-            location = None if prior is None else (prior, image.header.get_zooms()[:3])
-            refined = refine_label(np.asanyarray(image.dataobj), probabilities, min_confidence, location)
+            refined = refine_label(
+                np.asanyarray(image.dataobj), probabilities, min_confidence, image.header.get_zooms()[:3], vs_prior, cochlea_position
+            )
         except ValueError as err:
             raise ValueError(f"case '{case_id}': '{softmax_path}' vs '{label_path}': {err}") from None
         with atomic_path(target) as tmp:

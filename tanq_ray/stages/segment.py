@@ -37,7 +37,7 @@ from tanq_ray.stages.data import DataFolders
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.translate import TranslatedCase
 
-PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence", "refine_vs_location_mm"}
+PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence", "refine_vs_location_mm", "refine_one_cochlea_per_side"}
 """Segment settings that only self-training rounds (r >= 1) read: not in the keys of round 0 and the reference rows."""
 ADAPTED_ROW_SETTINGS = {"views"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys."""
