@@ -12,13 +12,17 @@ one cohort. Floors on the evaluation hrT2 (mean over cases):
   fails it (0.39 / 0.00, section 8);
 - adaptation: nnUNet trained on pseudo-hrT2 finds the VS on real hrT2 where
   the ceT1-trained one does not, before and after self-training (measured
-  0.20-0.56 against 0.00). A broken translation fails it (identity
-  translators: 0.00, section 8);
+  0.20-0.56 against 0.00 in most runs). A broken translation fails it
+  (identity translators: 0.00, section 8), and so did one unlucky seed-0
+  run (0.01 / 0.03, section 16): at this budget the check can fail on
+  run-to-run spread alone;
 - the recipe's goal for the final adapted row, VS >= 0.5 and cochlea >= 0.3,
-  is not reached yet: the VS part is (0.54 and 0.58 in the runs of
-  docs/learning-on-a-cpu.md section 15), the cochlea part is not (0.29 and
-  0.14). A strict expected failure, so it fails the day the demo reaches it
-  and the marker must go.
+  is not reached reliably: seed 7 reached both (0.55 / 0.37, round 1
+  re-trained with the cochlea rule, docs/learning-on-a-cpu.md section 16),
+  seed 0 neither (0.42 / 0.26 in this configuration's fresh run). An
+  expected failure, not strict: a cohort reaches it in some runs and not in
+  others, so an unexpected pass says nothing until both cohorts pass run
+  after run; then the marker must go.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def test_nnunet_trained_on_pseudo_hrT2_finds_the_vs_on_real_hrT2(rows: dict[str,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the tiny budget does not reach the final row's floors yet (docs/learning-on-a-cpu.md)")
+@pytest.mark.xfail(strict=False, reason="the tiny budget reaches the final row's floors in some runs only (docs/learning-on-a-cpu.md)")
 def test_the_final_adapted_row_reaches_the_recipe_floors(rows: dict[str, dict[str, float]]) -> None:
     final = rows["self-training round 1"]
     assert final["dice_vs"] >= 0.5 and final["dice_cochlea"] >= 0.3, rows
