@@ -143,6 +143,12 @@ class SegmentConfig(StrictModel):
         description="share of each batch drawn around a labelled structure (nnUNet's oversample_foreground_percent); "
         "unset = nnUNet's 0.33",
     )
+    structure_contrast: tuple[float, float] | None = Field(
+        None,
+        description="augmentation: in half of the training patches each labelled structure is redrawn at a contrast to "
+        "its surroundings drawn from [low, high] standard deviations of the patch, so a model trained on translations "
+        "does not depend on the brightness a translator gave it; unset = nnUNet's augmentation only",
+    )
     network_width: int | None = Field(
         None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
         "unset = nnUNet's planned network (32); 8-16 trains on a CPU"
@@ -186,6 +192,13 @@ class SegmentConfig(StrictModel):
     def _distinct_views(cls, value: list[str]) -> list[str]:
         if not value or len(set(value)) != len(value):
             raise ValueError(f"list each of 'tanq', 'cyclegan' at most once, and at least one; got {value}")
+        return value
+
+    @field_validator("structure_contrast")
+    @classmethod
+    def _ordered_contrast_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] > value[1]:
+            raise ValueError(f"give the range as [low, high]; got {list(value)}")
         return value
 
     @field_validator("folds")

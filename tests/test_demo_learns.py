@@ -17,9 +17,10 @@ one cohort. Floors on the evaluation hrT2 (mean over cases):
   run (0.01 / 0.03, section 16): at this budget the check can fail on
   run-to-run spread alone;
 - the recipe's goal for the final adapted row, VS >= 0.5 and cochlea >= 0.3,
-  is not reached reliably: seed 7 reached both (0.55 / 0.37, round 1
+  is not reached reliably: seed 7 reached both once (0.55 / 0.37, round 1
   re-trained with the cochlea rule, docs/learning-on-a-cpu.md section 16),
-  seed 0 neither (0.42 / 0.26 in this configuration's fresh run). An
+  and 0.48 / 0.26 with the structure contrast of section 17; seed 0 neither
+  (0.42 / 0.26; 0.35 / 0.16 with the structure contrast). An
   expected failure, not strict: a cohort reaches it in some runs and not in
   others, so an unexpected pass says nothing until both cohorts pass run
   after run; then the marker must go.

@@ -33,10 +33,12 @@ from tanq_ray.segment.folders import NnUNetFolders
 from tanq_ray.segment.folds import run_folds
 
 
-# A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4 (3 drawn around a structure), no test-time mirroring.
+# A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4 (3 drawn around a structure), structures at
+# random contrasts, no test-time mirroring.
 TINY = SegmentConfig(
-    configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4, foreground_oversampling=0.75, test_time_mirroring=False
-)
+    configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4, foreground_oversampling=0.75,
+    structure_contrast=(-0.5, 2.0), test_time_mirroring=False,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +79,7 @@ def test_train_segmenter_trains_every_fold_and_selects(trained: Segmenter) -> No
         assert (fold_dir / "validation" / "summary.json").is_file()
         debug = json.loads((fold_dir / "debug.json").read_text())  # what nnUNet's trainer ran with
         assert float(debug["oversample_foreground_percent"]) == 0.75 and int(debug["batch_size"]) == 4
+        assert "SpatialTransform -> StructureContrastTransform" in debug["training_augmentation"]
     assert trained.postprocessing_file.is_file()
     assert set(trained.cv_dice) == {"TanqTrainer__nnUNetPlans__2d"}
     assert load_segmenter(trained.work_dir) == trained

@@ -24,6 +24,7 @@ class FoldSchedule:
     optimizer: str = "sgd"  # "sgd" (nnUNet's default) or "adamw" (nnUNet's nnUNetTrainerAdam)
     foreground_oversampling: float | None = None  # None = nnUNet's 0.33
     augmentation_processes: int = 0  # nnUNet's nnUNet_n_proc_DA; 0 = augment in the training process
+    structure_contrast: tuple[float, float] | None = None  # None = nnUNet's augmentation as it is
 
     @classmethod
     def from_settings(cls, settings: SegmentConfig) -> "FoldSchedule":
@@ -36,4 +37,5 @@ class FoldSchedule:
             optimizer=settings.optimizer,
             foreground_oversampling=settings.foreground_oversampling,
             augmentation_processes=settings.augmentation_processes,
+            structure_contrast=None if settings.structure_contrast is None else tuple(settings.structure_contrast),
         )

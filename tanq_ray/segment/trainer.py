@@ -12,6 +12,11 @@ section 3, step 2). What changes:
 - the schedule may pick nnUNet's AdamW variant (``nnUNetTrainerAdam``:
   AdamW with amsgrad, the same poly lr) instead of SGD: on a CPU budget of a
   few hundred iterations SGD has not left the all-background phase yet;
+- the schedule may add :class:`~tanq_ray.segment.structure_contrast.StructureContrastTransform`
+  to nnUNet's training augmentation, right after its spatial transforms:
+  each labelled structure at a random contrast to its surroundings, so that a
+  model trained on translations does not depend on how a translator rendered
+  their brightness;
 - the schedule may turn off test-time mirroring (nnUNet averages the network
   over all mirrorings of the input, 4 passes in 2d, 8 in 3d), for the final
   validation and, through the checkpoint, for prediction; training
@@ -44,12 +49,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.pseudo2d import Convert2DTo3DTransform
 from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from tanq_ray.io_utils import atomic_path
 from tanq_ray.segment.schedule import FoldSchedule
+from tanq_ray.segment.structure_contrast import StructureContrastTransform
 from tanq_ray.tracking_buffer import BackgroundLog
 
 TRAIN_PER_VALIDATION_ITERATION = 5  # nnUNet: 250 training and 50 validation iterations per epoch
@@ -79,6 +89,23 @@ class SparseProgressLogger(MetaLogger):
             self.last_drawn = time.monotonic()
 
 
+def _step_name(step: BasicTransform) -> str:
+    """A transform's class name; for one applied at random, the name of the transform inside."""
+    return type(getattr(step, "transform", step)).__name__
+
+
+def with_structure_contrast(
+    pipeline: ComposeTransforms, labels: tuple[int, ...], contrast: tuple[float, float]
+) -> ComposeTransforms:
+    """``pipeline`` with a :class:`StructureContrastTransform` right after its spatial transforms (before noise and blur)."""
+    steps = list(pipeline.transforms)
+    position = next(i for i, step in enumerate(steps) if isinstance(step, SpatialTransform)) + 1
+    if position < len(steps) and isinstance(steps[position], Convert2DTo3DTransform):
+        position += 1
+    steps.insert(position, StructureContrastTransform(tuple(labels), contrast))
+    return ComposeTransforms(steps)
+
+
 class TanqTrainer(nnUNetTrainer):
     """nnUNetTrainer with a configurable schedule, atomic checkpoints and per-epoch MLflow metrics."""
 
@@ -95,6 +122,8 @@ class TanqTrainer(nnUNetTrainer):
         self.foreground_oversampling: float | None = None
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
+        self.structure_contrast: tuple[float, float] | None = None
+        self.training_augmentation = ""  # the transforms' names, once the data loaders are built
         self.run: BackgroundLog | None = None
         self.progress: Callable[[str], None] | None = None
         self.class_names = {value: name for name, value in dataset_json["labels"].items()}
@@ -113,6 +142,7 @@ class TanqTrainer(nnUNetTrainer):
         self.foreground_oversampling = schedule.foreground_oversampling
         self.test_time_mirroring = schedule.test_time_mirroring
         self.optimizer_name = schedule.optimizer
+        self.structure_contrast = schedule.structure_contrast
         self.save_every = checkpoint_interval(schedule.epochs)
         self.logger = SparseProgressLogger(self.logger, schedule.epochs)
         self.run = run
@@ -128,6 +158,16 @@ class TanqTrainer(nnUNetTrainer):
         if not self.test_time_mirroring:
             self.inference_allowed_mirroring_axes = None  # training augmentation keeps its mirror axes
         return augmentation
+
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, *args, **kwargs):
+        """nnUNet's training augmentation, plus the structure-contrast transform when the schedule asks for it."""
+        pipeline = nnUNetTrainer.get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, *args, **kwargs
+        )
+        if self.structure_contrast is not None:
+            pipeline = with_structure_contrast(pipeline, self.label_manager.foreground_labels, self.structure_contrast)
+        self.training_augmentation = " -> ".join(map(_step_name, pipeline.transforms))  # nnUNet writes it to debug.json
+        return pipeline
 
     def _set_batch_size_and_oversample(self) -> None:
         super()._set_batch_size_and_oversample()

@@ -39,8 +39,12 @@ from tanq_ray.translate import TranslatedCase
 
 PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence", "refine_vs_location_mm", "refine_one_cochlea_per_side"}
 """Segment settings that only self-training rounds (r >= 1) read: not in the keys of round 0 and the reference rows."""
-ADAPTED_ROW_SETTINGS = {"views"}
-"""Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys."""
+ADAPTED_ROW_SETTINGS = {"views", "structure_contrast"}
+"""Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
+
+``structure_contrast`` is an adaptation to the translators' renderings: the
+reference rows are the bounds without adaptation and train without it.
+"""
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,12 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
 
 
 def reference_row(context: StageContext, row: str, folders: DataFolders) -> RowOutputs:
-    """A reference row (source-only or target-supervised): its own nnUNet with the same schedule, one nested run."""
-    config, tracker = context.config, context.tracker
+    """A reference row (source-only or target-supervised): its own nnUNet with the same schedule, one nested run.
+
+    The schedule without the adaptation settings (``structure_contrast``): a reference row is a bound without adaptation.
+    """
+    config = context.config.model_copy(update={"segment": context.config.segment.model_copy(update={"structure_contrast": None})})
+    tracker = context.tracker
     with tracker.stage("segment", context.parent, tags={"row": row}, name=f"segment-{row}", params=config.section_params("segment")) as run:
         ensure_ray(config)
         cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)

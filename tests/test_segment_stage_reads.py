@@ -1,0 +1,32 @@
+"""Which segmentation rows a segment setting re-runs: the stage keys' reads, without training anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tanq_ray.config import load_config
+from tanq_ray.stages.data import DataFolders
+from tanq_ray.stages.segment import reference_stage, round_stage
+
+
+def _reads(tmp_path: Path, *overrides: str) -> dict[str, dict]:
+    config = load_config(None, [f"output_dir={tmp_path / 'out'}", "segment.self_training_rounds=1", *overrides])
+    inputs = {"ingest": DataFolders(tmp_path / "train", tmp_path / "eval", tmp_path / "eval_labels", tmp_path / "truth")}
+    stages = [round_stage(0), round_stage(1), reference_stage("source-only"), reference_stage("target-supervised")]
+    return {stage.name: stage.reads(config, inputs) for stage in stages}
+
+
+@pytest.mark.parametrize(
+    ("override", "rerun"),
+    [
+        ("segment.structure_contrast=[-0.5,2.0]", {"segment-round-0", "segment-round-1"}),
+        ("segment.views=[tanq]", {"segment-round-0", "segment-round-1"}),
+        ("segment.refine_one_cochlea_per_side=true", {"segment-round-1"}),
+        ("segment.epochs=3", {"segment-round-0", "segment-round-1", "segment-source-only", "segment-target-supervised"}),
+    ],
+)
+def test_a_setting_changes_the_keys_of_the_rows_that_read_it_only(tmp_path: Path, override: str, rerun: set[str]) -> None:
+    before, after = _reads(tmp_path), _reads(tmp_path, override)
+    assert {name for name in before if before[name] != after[name]} == rerun
