@@ -37,5 +37,5 @@ class FoldSchedule:
             optimizer=settings.optimizer,
             foreground_oversampling=settings.foreground_oversampling,
             augmentation_processes=settings.augmentation_processes,
-            structure_contrast=None if settings.structure_contrast is None else tuple(settings.structure_contrast),
+            structure_contrast=settings.structure_contrast,
         )

@@ -59,10 +59,10 @@ class StructureContrastTransform(BasicTransform):
         self.ring = ring
 
     def get_parameters(self, **data_dict) -> dict:
+        low, high = self.contrast
         targets = {}
         for label in self.labels:
             if torch.rand(()).item() < self.probability:
-                low, high = self.contrast
                 targets[label] = low + (high - low) * torch.rand(()).item()
         return {"targets": targets}
 
@@ -77,15 +77,16 @@ class StructureContrastTransform(BasicTransform):
         """``image (C, *spatial)``, ``labels (*spatial)`` -> the image with each structure in ``targets`` at its contrast."""
         image = image.clone()
         scale = image.std().clamp_min(1e-6)
+        background = (labels == 0).to(image.dtype)
+        spatial = tuple(range(1, image.dim()))
         for label, target in targets.items():
             inside = (labels == label).to(image.dtype).unsqueeze(0)
-            if inside.sum() == 0:
+            band = (_dilate(inside, 2 * self.ring + 1) - inside) * background
+            inside_count, band_count = inside.sum(), band.sum()
+            if inside_count == 0 or band_count == 0:
                 continue
-            band = (_dilate(inside, 2 * self.ring + 1) - inside) * (labels == 0).to(image.dtype)  # background only
-            if band.sum() == 0:
-                continue
-            structure_mean = (image * inside).sum(dim=tuple(range(1, image.dim()))) / inside.sum()
-            band_mean = (image * band).sum(dim=tuple(range(1, image.dim()))) / band.sum()
+            structure_mean = (image * inside).sum(dim=spatial) / inside_count
+            band_mean = (image * band).sum(dim=spatial) / band_count
             shift = target * scale - (structure_mean - band_mean)  # (C,)
-            image += shift.view(-1, *([1] * (image.dim() - 1))) * inside
+            image += shift.view(-1, *([1] * len(spatial))) * inside
         return image

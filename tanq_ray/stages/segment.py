@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from tanq_ray import stage_keys
 from tanq_ray.cluster import ensure_ray
-from tanq_ray.config import Config
+from tanq_ray.config import Config, SegmentConfig
 from tanq_ray.run_ref import RunRef
 from tanq_ray.runner import Inputs, Stage, StageContext
 from tanq_ray.segment import TrainingCase, load_segmenter
@@ -42,8 +42,8 @@ PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence", "refin
 ADAPTED_ROW_SETTINGS = {"views", "structure_contrast"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
-``structure_contrast`` is an adaptation to the translators' renderings: the
-reference rows are the bounds without adaptation and train without it.
+The reference rows are the bounds without adaptation and train with these
+at their defaults (``structure_contrast`` unset: nnUNet's augmentation only).
 """
 
 
@@ -115,9 +115,10 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
 def reference_row(context: StageContext, row: str, folders: DataFolders) -> RowOutputs:
     """A reference row (source-only or target-supervised): its own nnUNet with the same schedule, one nested run.
 
-    The schedule without the adaptation settings (``structure_contrast``): a reference row is a bound without adaptation.
+    The schedule has the adapted rows' settings at their defaults: a reference row is a bound without adaptation.
     """
-    config = context.config.model_copy(update={"segment": context.config.segment.model_copy(update={"structure_contrast": None})})
+    unadapted = {key: SegmentConfig.model_fields[key].default for key in ADAPTED_ROW_SETTINGS}
+    config = context.config.model_copy(update={"segment": context.config.segment.model_copy(update=unadapted)})
     tracker = context.tracker
     with tracker.stage("segment", context.parent, tags={"row": row}, name=f"segment-{row}", params=config.section_params("segment")) as run:
         ensure_ray(config)
