@@ -173,6 +173,12 @@ class SegmentConfig(StrictModel):
         description="refinement: on each side of the head keep only the cochlea component whose centroid lies nearest "
         "the mean cochlea position of the labelled source scans (ROI-centred mm, mirrored); off = every component",
     )
+    refine_predictions: bool = Field(
+        False,
+        description="apply the refinement rules (refine_min_confidence, refine_vs_location_mm, "
+        "refine_one_cochlea_per_side; one VS per scan) to every row's predictions of the evaluation hrT2 too, as "
+        "post-processing; the raw predictions are kept beside them",
+    )
     test_time_mirroring: bool = Field(True, description="nnUNet's mirrored predictions (off: 4x / 8x cheaper in 2d / 3d)")
     augmentation_processes: int = Field(
         0, ge=0, description="nnUNet augmentation processes per fold (0 = in the training process); a fold reserves 1 + this many CPUs"

@@ -14,6 +14,9 @@ pseudo-hrT2 as translate wrote them, and real volumes cut once under
 ``<output_dir>/roi/<group>/``. Pseudo-labels and evaluation predictions are
 written on the ROI grid (``roi/``, what the next round trains on) and pasted
 back onto each scan's full grid (what the user opens, and what is scored).
+With ``segment.refine_pseudo_labels`` / ``segment.refine_predictions`` the
+rules of :mod:`tanq_ray.segment.refine` clean them first, the raw predictions
+kept under ``raw/``.
 
 The reference rows of the evaluation table are trained by the same
 :func:`train_and_score`, each in ``<output_dir>/segment/<row>/``:
@@ -54,6 +57,8 @@ class RowResult:
     evaluation: Evaluation | None
     eval_predictions: Path | None
     """Full-grid label maps of the evaluation hrT2 (None without evaluation volumes)."""
+    raw_evaluation: Evaluation | None = None
+    """The scores of the predictions before refinement (``segment.refine_predictions``), when they were scored."""
 
 
 def round_dir(config: Config, index: int) -> Path:
@@ -85,11 +90,16 @@ def hrT2_rois(config: Config, group: str, folder: Path | None, labels_dir: Path 
     return cut_rois(hrT2_volumes(folder, labels_dir), config.ingest, config.stage_dir("roi") / group)
 
 
+def source_rois(config: Config, train_dir: Path) -> list[RoiCase]:
+    """The labelled ceT1 volumes of ``train_dir`` cut to their ROI under ``<output_dir>/roi/ceT1/`` (kept across runs)."""
+    volumes = [VolumeToCut(v.case_id, v.image, v.label) for v in scan_folder(train_dir) if v.domain == "ceT1"]
+    return cut_rois(volumes, config.ingest, config.stage_dir("roi") / "ceT1")
+
+
 def reference_cases(config: Config, row: str, train_dir: Path, train_labels_dir: Path | None) -> list[TrainingCase]:
     """Training cases of a reference row: ceT1 + labels (source-only) or real hrT2 + true labels (target-supervised)."""
     if row == SOURCE_ONLY:
-        volumes = [VolumeToCut(v.case_id, v.image, v.label) for v in scan_folder(train_dir) if v.domain == "ceT1"]
-        rois = cut_rois(volumes, config.ingest, config.stage_dir("roi") / "ceT1")
+        rois = source_rois(config, train_dir)
     elif row == TARGET_SUPERVISED:
         if train_labels_dir is None:
             raise ValueError("the target-supervised row needs data.train_hrT2_labels_dir (truth of the training hrT2)")
@@ -111,6 +121,39 @@ def source_labels(translated: Sequence[TranslatedCase]) -> list[Path]:
     return list({c.case_id: c.label for c in translated}.values())
 
 
+def refinement_rules(settings: SegmentConfig, source_label_paths: Sequence[Path]) -> tuple[VsLocationPrior | None, CochleaPosition | None]:
+    """The location rules of ``segment.refine_vs_location_mm`` and ``segment.refine_one_cochlea_per_side``, read from
+    the ROI label volumes of the labelled source scans (None where a rule is off)."""
+    margin = settings.refine_vs_location_mm
+    vs_prior = None if margin is None else VsLocationPrior.from_labels(source_label_paths, margin)
+    cochlea_position = CochleaPosition.from_labels(source_label_paths) if settings.refine_one_cochlea_per_side else None
+    return vs_prior, cochlea_position
+
+
+def segment_and_refine(
+    segmenter: Segmenter,
+    cases: Sequence[RoiCase],
+    folder: Path,
+    settings: SegmentConfig,
+    source_label_paths: Sequence[Path],
+    refine: bool,
+) -> dict[str, Path]:
+    """Segment ROI volumes into ``folder`` (ROI grid under ``roi/``, full grid beside it); return case id -> ROI label.
+
+    With ``refine``, the raw predictions and their softmax go to ``folder/raw/``
+    and the labels written to ``folder`` are refined by the ``segment.refine_*``
+    rules (:mod:`tanq_ray.segment.refine`).
+    """
+    labels = segment_rois(segmenter, cases, folder / ("raw" if refine else ""), save_probabilities=refine)
+    if not refine:
+        return labels
+    vs_prior, cochlea_position = refinement_rules(settings, source_label_paths)
+    labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, settings.refine_min_confidence, vs_prior, cochlea_position)
+    for case in cases:
+        paste_back_file(labels[case.case_id], case, folder / f"{case.case_id}.nii.gz")
+    return labels
+
+
 def pseudo_labelled_cases(
     previous: Segmenter, config: Config, index: int, unlabelled: Sequence[RoiCase], source_label_paths: Sequence[Path]
 ) -> list[TrainingCase]:
@@ -123,17 +166,9 @@ def pseudo_labelled_cases(
     The labels are written under ``<round>/pseudo_labels/`` on the full grid
     for the user and on the ROI grid (``roi/``) for training.
     """
-    folder = round_dir(config, index) / "pseudo_labels"
     settings = config.segment
-    refine = settings.refine_pseudo_labels
-    labels = segment_rois(previous, unlabelled, folder / ("raw" if refine else ""), save_probabilities=refine)
-    if refine:
-        margin = settings.refine_vs_location_mm
-        vs_prior = None if margin is None else VsLocationPrior.from_labels(source_label_paths, margin)
-        cochlea_position = CochleaPosition.from_labels(source_label_paths) if settings.refine_one_cochlea_per_side else None
-        labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, settings.refine_min_confidence, vs_prior, cochlea_position)
-        for case in unlabelled:
-            paste_back_file(labels[case.case_id], case, folder / f"{case.case_id}.nii.gz")
+    folder = round_dir(config, index) / "pseudo_labels"
+    labels = segment_and_refine(previous, unlabelled, folder, settings, source_label_paths, settings.refine_pseudo_labels)
     return [TrainingCase(case.case_id, case.image, labels[case.case_id]) for case in unlabelled]
 
 
@@ -144,15 +179,24 @@ def train_and_score(
     eval_rois: Sequence[RoiCase],
     eval_labels_dir: Path | None,
     logging: RunRef | None,
+    source_label_paths: Sequence[Path] = (),
 ) -> RowResult:
-    """Train an nnUNet on ``cases`` in ``folder``, segment the evaluation ROIs, score the pasted-back labels if labelled."""
+    """Train an nnUNet on ``cases`` in ``folder``, segment the evaluation ROIs, score the pasted-back labels if labelled.
+
+    With ``segment.refine_predictions``, the evaluation predictions are refined
+    by the rules of the labelled source scans' ROI labels ``source_label_paths``
+    before they are scored; the raw ones are scored as well (``raw_evaluation``).
+    """
     segmenter = train_segmenter(settings, folder, cases, logging=logging)
     if not eval_rois:
         return RowResult(segmenter, len(cases), None, None)
     predictions = folder / "eval_predictions"
-    segment_rois(segmenter, eval_rois, predictions)
-    evaluation = evaluate_folder(predictions, eval_labels_dir) if eval_labels_dir is not None else None
-    return RowResult(segmenter, len(cases), evaluation, predictions)
+    refine = settings.refine_predictions
+    segment_and_refine(segmenter, eval_rois, predictions, settings, source_label_paths, refine)
+    if eval_labels_dir is None:
+        return RowResult(segmenter, len(cases), None, predictions)
+    raw = evaluate_folder(predictions / "raw", eval_labels_dir) if refine else None
+    return RowResult(segmenter, len(cases), evaluate_folder(predictions, eval_labels_dir), predictions, raw)
 
 
 def round_name(index: int, views: Sequence[str] = TRANSLATOR_NAMES) -> str:

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from tanq_ray.config import SegmentConfig
+from tanq_ray.config import IngestConfig, SegmentConfig
 from tanq_ray.data.phantom import generate_cohort
+from tanq_ray.data.roi import paste_back, read_geometry
 from tanq_ray.segment import (
     Segmenter,
     TrainingCase,
@@ -27,10 +28,12 @@ from tanq_ray.segment import (
     refine_pseudo_labels,
     train_segmenter,
 )
-
 from tanq_ray.run_ref import RunRef
 from tanq_ray.segment.folders import NnUNetFolders
 from tanq_ray.segment.folds import run_folds
+from tanq_ray.segment.refine import refine_label
+from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois
+from tanq_ray.self_training import refinement_rules, segment_and_refine
 
 
 # A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4 (3 drawn around a structure), structures at
@@ -281,3 +284,28 @@ def test_progress_png_is_drawn_after_the_last_epoch_and_at_most_once_per_interva
 
     assert train(5, interval=3600.0) == [5]  # short epochs: only the final picture
     assert train(5, interval=0.0) == [1, 2, 3, 4, 5]  # epochs longer than the interval: every epoch, as nnUNet
+
+
+def test_refined_predictions_follow_the_rules_and_keep_the_raw_ones(trained: Segmenter, cohort, tmp_path: Path) -> None:
+    """``segment.refine_predictions``: the scored labels are the raw predictions refined by the source scans' rules."""
+    ingest = IngestConfig(image_size=48)
+    sources = [VolumeToCut(c, cohort.train_dir / f"{c}_ceT1.nii.gz", cohort.train_dir / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
+    source_label_paths = [roi.label for roi in cut_rois(sources, ingest, tmp_path / "roi" / "ceT1")]
+    evaluation = [VolumeToCut(c, cohort.eval_dir / f"{c}_hrT2.nii.gz") for c in cohort.eval_case_ids]
+    rois = cut_rois(evaluation, ingest, tmp_path / "roi" / "eval")
+    settings = TINY.model_copy(update={"refine_min_confidence": 0.6, "refine_vs_location_mm": 5.0, "refine_one_cochlea_per_side": True})
+    folder = tmp_path / "eval_predictions"
+    labels = segment_and_refine(trained, rois, folder, settings, source_label_paths, refine=True)
+
+    vs_prior, cochlea_position = refinement_rules(settings, source_label_paths)
+    removed = 0
+    for roi in rois:
+        raw = nib.load(str(folder / "raw" / ROI_FOLDER / f"{roi.case_id}.nii.gz"))
+        probabilities = np.load(probabilities_path(folder / "raw" / ROI_FOLDER / f"{roi.case_id}.nii.gz"))["probabilities"]
+        expected = refine_label(np.asarray(raw.dataobj), probabilities, 0.6, raw.header.get_zooms()[:3], vs_prior, cochlea_position)
+        refined = np.asarray(nib.load(str(labels[roi.case_id])).dataobj)
+        np.testing.assert_array_equal(refined, expected)
+        removed += int(np.count_nonzero(np.asarray(raw.dataobj)) - np.count_nonzero(refined))
+        pasted = np.asarray(nib.load(str(folder / f"{roi.case_id}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(pasted, np.asarray(paste_back(refined, read_geometry(roi.geometry)).dataobj))
+    assert removed > 0, "the rules removed nothing: the test cannot tell refined predictions from raw ones"

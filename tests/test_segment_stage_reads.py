@@ -10,6 +10,8 @@ from tanq_ray.config import load_config
 from tanq_ray.stages.data import DataFolders
 from tanq_ray.stages.segment import reference_stage, round_stage
 
+EVERY_ROW = {"segment-round-0", "segment-round-1", "segment-source-only", "segment-target-supervised"}
+
 
 def _reads(tmp_path: Path, *overrides: str) -> dict[str, dict]:
     config = load_config(None, [f"output_dir={tmp_path / 'out'}", "segment.self_training_rounds=1", *overrides])
@@ -25,8 +27,16 @@ def _reads(tmp_path: Path, *overrides: str) -> dict[str, dict]:
         ("segment.views=[tanq]", {"segment-round-0", "segment-round-1"}),
         ("segment.refine_one_cochlea_per_side=true", {"segment-round-1"}),
         ("segment.epochs=3", {"segment-round-0", "segment-round-1", "segment-source-only", "segment-target-supervised"}),
+        ("segment.refine_predictions=true", EVERY_ROW),
     ],
 )
 def test_a_setting_changes_the_keys_of_the_rows_that_read_it_only(tmp_path: Path, override: str, rerun: set[str]) -> None:
     before, after = _reads(tmp_path), _reads(tmp_path, override)
     assert {name for name in before if before[name] != after[name]} == rerun
+
+
+@pytest.mark.parametrize("rule", ["segment.refine_one_cochlea_per_side=true", "segment.refine_vs_location_mm=5", "segment.refine_min_confidence=0"])
+def test_every_row_that_refines_its_predictions_reads_the_rules(tmp_path: Path, rule: str) -> None:
+    refining = "segment.refine_predictions=true"
+    before, after = _reads(tmp_path, refining), _reads(tmp_path, refining, rule)
+    assert {name for name in before if before[name] != after[name]} == EVERY_ROW

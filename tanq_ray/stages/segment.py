@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from tanq_ray import stage_keys
 from tanq_ray.cluster import ensure_ray
@@ -30,6 +30,7 @@ from tanq_ray.self_training import (
     round_dir,
     round_name,
     source_labels,
+    source_rois,
     train_and_score,
 )
 from tanq_ray.setting_kinds import folder_fingerprint
@@ -37,8 +38,10 @@ from tanq_ray.stages.data import DataFolders
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.translate import TranslatedCase
 
-PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "refine_min_confidence", "refine_vs_location_mm", "refine_one_cochlea_per_side"}
-"""Segment settings that only self-training rounds (r >= 1) read: not in the keys of round 0 and the reference rows."""
+REFINEMENT_RULES = {"refine_min_confidence", "refine_vs_location_mm", "refine_one_cochlea_per_side"}
+"""Segment settings of the refinement rules: read by every row with ``refine_predictions``, by rounds r >= 1 always."""
+PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels"} | REFINEMENT_RULES
+"""Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
 ADAPTED_ROW_SETTINGS = {"views", "structure_contrast"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
@@ -81,20 +84,36 @@ class RowOutputs:
 
 
 def train_and_log_row(
-    config: Config, tracker: Tracker, run: RunHandle, folder: Path, cases: list[TrainingCase], folders: DataFolders
+    config: Config,
+    tracker: Tracker,
+    run: RunHandle,
+    folder: Path,
+    cases: list[TrainingCase],
+    folders: DataFolders,
+    source_label_paths: Sequence[Path],
 ) -> RowResult:
-    """Train and score one row in ``folder``; log its counts, cross-validation Dice and scores to ``run``."""
+    """Train and score one row in ``folder``; log its counts, cross-validation Dice and scores to ``run``.
+
+    ``source_label_paths``: the labelled source scans' ROI labels, which the
+    refinement rules of ``segment.refine_predictions`` go by.
+    """
     logging_to = RunRef.of(run, tracker.uri)
     eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
-    result = train_and_score(config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to)
+    result = train_and_score(config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to, source_label_paths)
     cv_dice = result.segmenter.cv_dice_selected
     run.log_metrics({"training_cases": len(cases)} | ({} if cv_dice is None else {"cv_dice": cv_dice}))
     run.set_tags({"configurations": "+".join(result.segmenter.configurations)})
     if result.evaluation is not None:
-        run.log_metrics({k: v for k, v in result.evaluation.summary.items() if isinstance(v, (int, float))})
+        run.log_metrics(_numbers(result.evaluation.summary))
         run.log_artifact(result.evaluation.per_case_path)
         run.log_artifact(result.evaluation.summary_path)
+    if result.raw_evaluation is not None:  # what the refinement of the predictions changed, beside the scores
+        run.log_metrics({f"raw_{key}": value for key, value in _numbers(result.raw_evaluation.summary).items()})
     return result
+
+
+def _numbers(summary: Mapping[str, Any]) -> dict[str, float]:
+    return {key: value for key, value in summary.items() if isinstance(value, (int, float))}
 
 
 def segment_round(context: StageContext, index: int, translated: list[TranslatedCase], folders: DataFolders) -> RowOutputs:
@@ -108,7 +127,7 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
             previous = load_segmenter(round_dir(config, index - 1))
             unlabelled = hrT2_rois(config, "hrT2", folders.train_dir)
             cases += pseudo_labelled_cases(previous, config, index, unlabelled, source_labels(translated))
-        result = train_and_log_row(config, tracker, run, round_dir(config, index), cases, folders)
+        result = train_and_log_row(config, tracker, run, round_dir(config, index), cases, folders, source_labels(translated))
     return RowOutputs.of(result)
 
 
@@ -123,7 +142,8 @@ def reference_row(context: StageContext, row: str, folders: DataFolders) -> RowO
     with tracker.stage("segment", context.parent, tags={"row": row}, name=f"segment-{row}", params=config.section_params("segment")) as run:
         ensure_ray(config)
         cases = reference_cases(config, row, folders.train_dir, folders.train_hrT2_labels_dir)
-        result = train_and_log_row(config, tracker, run, reference_dir(config, row), cases, folders)
+        labels = [roi.label for roi in source_rois(config, folders.train_dir)] if config.segment.refine_predictions else []
+        result = train_and_log_row(config, tracker, run, reference_dir(config, row), cases, folders, labels)
     return RowOutputs.of(result)
 
 
@@ -136,7 +156,8 @@ def row_share(config: Config, resources: Mapping[str, float]) -> float:
 def segment_inputs(config: Config, folders: DataFolders) -> dict[str, Any]:
     """What every row reads: the segment settings no single kind of row owns, and the evaluation hrT2."""
     segment = stage_keys.section(config, "segment")
-    shared = {key: value for key, value in segment.items() if key not in PSEUDO_LABEL_SETTINGS | ADAPTED_ROW_SETTINGS}
+    not_shared = ADAPTED_ROW_SETTINGS | (PSEUDO_LABEL_SETTINGS - (REFINEMENT_RULES if config.segment.refine_predictions else set()))
+    shared = {key: value for key, value in segment.items() if key not in not_shared}
     return {"segment": shared, "eval": folder_fingerprint(folders.eval_dir)}
 
 
