@@ -17,7 +17,7 @@ one cohort. Floors on the evaluation hrT2 (mean over cases):
   run (0.01 / 0.03, section 16): at this budget the check can fail on
   run-to-run spread alone;
 - the recipe's goal for the final adapted row, VS >= 0.5 and cochlea >= 0.3,
-  is not reached reliably: seed 7 reached both once (0.55 / 0.37, round 1
+  is not reached reliably: seed 7 reached both in two runs (0.55 / 0.37, round 1
   re-trained with the cochlea rule, docs/learning-on-a-cpu.md section 16),
   and 0.48 / 0.26 with the structure contrast of section 17, 0.30 / 0.32
   and 0.52 / 0.46 with the rules on the predictions as well (section 18);
