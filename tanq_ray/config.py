@@ -173,6 +173,12 @@ class SegmentConfig(StrictModel):
         description="refinement: on each side of the head keep only the cochlea component whose centroid lies nearest "
         "the mean cochlea position of the labelled source scans (ROI-centred mm, mirrored); off = every component",
     )
+    pseudo_label_vs_margin_mm: float | None = Field(
+        None, gt=0,
+        description="self-training: background within this many mm of a pseudo-labelled VS is left unlabelled (nnUNet's "
+        "ignore label), so a VS the previous round drew too small does not teach the next round that its outer part is "
+        "background; unset = every voxel labelled",
+    )
     refine_predictions: bool = Field(
         False,
         description="apply the refinement rules (refine_min_confidence, refine_vs_location_mm, "

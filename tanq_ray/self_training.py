@@ -38,6 +38,7 @@ from tanq_ray.evaluate import Evaluation, evaluate_folder
 from tanq_ray.models.config import TRANSLATOR_NAMES
 from tanq_ray.run_ref import RunRef
 from tanq_ray.segment import Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
+from tanq_ray.segment.margin import write_with_unlabelled_margin
 from tanq_ray.segment.refine import CochleaPosition, VsLocationPrior
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
 from tanq_ray.translate import TranslatedCase
@@ -164,12 +165,26 @@ def pseudo_labelled_cases(
     ``segment.refine_one_cochlea_per_side``) go by.
 
     The labels are written under ``<round>/pseudo_labels/`` on the full grid
-    for the user and on the ROI grid (``roi/``) for training.
+    for the user and on the ROI grid (``roi/``) for training. With
+    ``segment.pseudo_label_vs_margin_mm`` the round trains on copies under
+    ``training/`` whose margin around the VS is unlabelled
+    (:mod:`tanq_ray.segment.margin`).
     """
     settings = config.segment
     folder = round_dir(config, index) / "pseudo_labels"
     labels = segment_and_refine(previous, unlabelled, folder, settings, source_label_paths, settings.refine_pseudo_labels)
-    return [TrainingCase(case.case_id, case.image, labels[case.case_id]) for case in unlabelled]
+    margin = settings.pseudo_label_vs_margin_mm
+    if margin is None:
+        return [TrainingCase(case.case_id, case.image, labels[case.case_id]) for case in unlabelled]
+    return [
+        TrainingCase(
+            case.case_id,
+            case.image,
+            write_with_unlabelled_margin(labels[case.case_id], folder / "training" / labels[case.case_id].name, margin),
+            partial=True,
+        )
+        for case in unlabelled
+    ]
 
 
 def train_and_score(

@@ -145,12 +145,18 @@ def test_rerunning_trains_nothing_and_changing_pseudo_labels_reruns_only_self_tr
         "ingest.on_bad_volume=stop", "train.checkpoint_every=3", "train.max_failures=0", "segment.dataset_id=502",
     ]  # fmt: skip
     assert set(_states(run_pipeline(_config(root, *how_it_runs))).values()) == {"cached"}
-    refined = (  # the location rules read the translations' labels
+    refined = (  # the location rules read the translations' labels; nnUNet trains round 1 with an ignore label
         "segment.refine_pseudo_labels=true", "segment.refine_vs_location_mm=5", "segment.refine_one_cochlea_per_side=true",
+        "segment.pseudo_label_vs_margin_mm=4",
     )  # fmt: skip
     changed = _states(run_pipeline(_config(root, *refined)))
     untouched = ("ingest", "train-tanq", "train-cyclegan", "translate", "segment-round-0", "segment-source-only", "segment-target-supervised")
     assert {name: changed[name] for name in untouched} == dict.fromkeys(untouched, "cached")
     assert {changed[name] for name in ("segment-round-1", "evaluate")} == {"done"}
     config = _config(root)
-    assert len(list((config.stage_dir("segment") / "round_1" / "pseudo_labels" / "roi").glob("*.nii.gz"))) == 2  # refined
+    pseudo_labels = config.stage_dir("segment") / "round_1" / "pseudo_labels"
+    assert len(list((pseudo_labels / "roi").glob("*.nii.gz"))) == 2  # refined
+    trained_on = sorted(p.name for p in (pseudo_labels / "training").glob("*.nii.gz"))  # the copies with a margin
+    assert trained_on == sorted(p.name for p in (pseudo_labels / "roi").glob("*.nii.gz"))
+    dataset = json.loads(next((config.stage_dir("segment") / "round_1" / "nnUNet_raw").glob("*/dataset.json")).read_text())
+    assert dataset["labels"]["ignore"] == 3

@@ -88,6 +88,24 @@ def test_unexpected_label_values_are_named(tmp_path: Path) -> None:
         write_raw_dataset(folders_in(tmp_path / "work"), [TrainingCase("a", image, label)])
 
 
+def test_a_partial_case_may_mark_voxels_unlabelled_and_the_dataset_then_declares_nnunets_ignore_label(tmp_path: Path) -> None:
+    image = save(np.zeros((8, 8, 4), np.float32), tmp_path / "a_hrT2.nii.gz")
+    values = np.zeros((8, 8, 4), np.uint8)
+    values[0, 0, 0], values[1, 1, 1] = 3, 1
+    label = save(values, tmp_path / "a_Label.nii.gz")
+    folders = folders_in(tmp_path / "work")
+    write_raw_dataset(folders, [TrainingCase("a", image, label, partial=True), TrainingCase("b", image, image)])
+    labels = json.loads((folders.raw_dataset / "dataset.json").read_text())["labels"]
+    assert labels == {"background": 0, "VS": 1, "cochlea": 2, "ignore": 3}
+    complete = folders_in(tmp_path / "other")
+    write_raw_dataset(complete, [TrainingCase("b", image, image)])
+    assert "ignore" not in json.loads((complete.raw_dataset / "dataset.json").read_text())["labels"]
+    values[2, 2, 2] = 4
+    save(values, tmp_path / "a_Label.nii.gz")
+    with pytest.raises(DatasetError, match=r"holds values \[4\] outside \{0 background, 1 VS, 2 cochlea, 3 unlabelled\}"):
+        write_raw_dataset(folders_in(tmp_path / "third"), [TrainingCase("a", image, label, partial=True)])
+
+
 def test_duplicate_and_malformed_case_ids(cohort, tmp_path: Path) -> None:
     case = stand_in_cases(cohort)[0]
     with pytest.raises(DatasetError, match="given more than once"):

@@ -5,7 +5,9 @@ Each :class:`TrainingCase` becomes ``imagesTr/<case_id>_0000.nii.gz`` and
 else a copy). Before anything is written every pair is checked, so bad input
 fails with the file's name: both files exist and are 3-D NIfTI, they share
 shape and voxel size, and the label holds only 0 (background), 1 (VS) and
-2 (cochlea). ``dataset.json`` is written last and lists the sources; an
+2 (cochlea), and 3 (unlabelled) in a case marked ``partial``. A dataset with a
+partial case declares nnUNet's ``ignore`` label, so nnUNet computes no loss on
+those voxels. ``dataset.json`` is written last and lists the sources; an
 existing one with the same sources means the dataset is complete and is kept.
 
 Cross-validation folds group cases by subject, so the views of one subject
@@ -27,7 +29,7 @@ import nibabel as nib
 import numpy as np
 
 from tanq_ray.io_utils import atomic_path, write_text_atomic
-from tanq_ray.labels import NNUNET_LABELS
+from tanq_ray.labels import NNUNET_LABELS, NNUNET_UNLABELLED, UNLABELLED
 from tanq_ray.segment.folders import NnUNetFolders
 
 LABELS = NNUNET_LABELS
@@ -49,12 +51,15 @@ class TrainingCase:
 
     ``case_id`` must be unique. Cases of one ``subject`` stay in the same
     fold; unset, the subject is the part of ``case_id`` before ``"__"``.
+    ``partial``: the label may mark voxels :data:`~tanq_ray.labels.UNLABELLED`
+    (no loss there).
     """
 
     case_id: str
     image: Path
     label: Path
     group: str = ""
+    partial: bool = False
 
     @property
     def subject(self) -> str:
@@ -92,13 +97,12 @@ def check_case(case: TrainingCase) -> None:
             f"'{case.image}' has {tuple(map(float, image_spacing))} mm"
         )
     values = np.unique(np.asanyarray(label.dataobj))
-    unexpected = sorted(set(values.tolist()) - set(LABELS.values()))
+    allowed = set(LABELS.values()) | ({UNLABELLED} if case.partial else set())
+    unexpected = sorted(set(values.tolist()) - allowed)
     if unexpected:
         shown = ", ".join(f"{v:g}" for v in unexpected[:10])
-        raise DatasetError(
-            f"case '{case.case_id}': label '{case.label}' holds values [{shown}] outside "
-            "{0 background, 1 VS, 2 cochlea}"
-        )
+        expected = "0 background, 1 VS, 2 cochlea" + (", 3 unlabelled" if case.partial else "")
+        raise DatasetError(f"case '{case.case_id}': label '{case.label}' holds values [{shown}] outside {{{expected}}}")
 
 
 def _sources(cases: Sequence[TrainingCase]) -> dict[str, dict[str, list]]:
@@ -126,7 +130,7 @@ def _dataset_json(cases: Sequence[TrainingCase]) -> dict:
     return {
         "name": "TANQ VS + cochlea on hrT2",
         "channel_names": {"0": CHANNEL_NAME},
-        "labels": LABELS,
+        "labels": LABELS | (NNUNET_UNLABELLED if any(case.partial for case in cases) else {}),
         "numTraining": len(cases),
         "file_ending": FILE_ENDING,
         "overwrite_image_reader_writer": "SimpleITKIO",

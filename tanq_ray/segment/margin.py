@@ -1,0 +1,51 @@
+"""An unlabelled margin around each pseudo-labelled VS, so self-training does not learn where the VS was missed.
+
+A round-0 model trained on pseudo-hrT2 finds the VS of a real hrT2 scan but
+often draws only part of it: the part next to the internal acoustic canal,
+with the rest of a large tumour predicted background
+(docs/learning-on-a-cpu.md section 18). Trained on such a pseudo-label as it
+is, the next round learns from real hrT2 itself that the outer part of a VS is
+background, and draws it smaller still. Within ``margin_mm`` outside the
+pseudo-labelled VS the class is therefore left unknown
+(:data:`~tanq_ray.labels.UNLABELLED`, nnUNet's ignore label): the round learns
+the VS's inside and the background farther out from the real scans, and the
+boundary from the pseudo-hrT2 volumes, whose labels are true.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from tanq_ray.io_utils import atomic_path
+from tanq_ray.labels import BACKGROUND, UNLABELLED, VS
+
+
+def with_unlabelled_margin(label: np.ndarray, spacing: Sequence[float], margin_mm: float) -> np.ndarray:
+    """``label (X, Y, Z)`` with background voxels within ``margin_mm`` (Euclidean, in mm) of a VS voxel set unlabelled.
+
+    Structures are kept as they are; a label without a VS comes back unchanged.
+    """
+    if margin_mm <= 0:
+        raise ValueError(f"the unlabelled margin must be positive, got {margin_mm} mm")
+    vs = label == VS
+    result = label.copy()
+    if not vs.any():
+        return result
+    distance = ndimage.distance_transform_edt(~vs, sampling=[float(s) for s in spacing])
+    result[(distance <= margin_mm) & (label == BACKGROUND)] = UNLABELLED
+    return result
+
+
+def write_with_unlabelled_margin(label_path: Path, target: Path, margin_mm: float) -> Path:
+    """Write ``label_path``'s label map with the margin of :func:`with_unlabelled_margin` to ``target`` (atomically)."""
+    image = nib.load(str(label_path))
+    label = np.asarray(image.dataobj).astype(np.uint8)
+    marked = with_unlabelled_margin(label, image.header.get_zooms()[:3], margin_mm)
+    with atomic_path(target) as tmp:
+        nib.save(nib.Nifti1Image(marked, image.affine, image.header), str(tmp))
+    return target
