@@ -1,7 +1,7 @@
 """An unlabelled margin around each pseudo-labelled VS, so self-training does not learn where the VS was missed.
 
 A round-0 model trained on pseudo-hrT2 finds the VS of a real hrT2 scan but
-often draws only part of it: the part next to the internal acoustic canal,
+often draws only part of it: the part next to the internal auditory canal,
 with the rest of a large tumour predicted background
 (docs/learning-on-a-cpu.md section 18). Trained on such a pseudo-label as it
 is, the next round learns from real hrT2 itself that the outer part of a VS is
