@@ -174,15 +174,12 @@ def pseudo_labelled_cases(
     folder = round_dir(config, index) / "pseudo_labels"
     labels = segment_and_refine(previous, unlabelled, folder, settings, source_label_paths, settings.refine_pseudo_labels)
     margin = settings.pseudo_label_vs_margin_mm
-    if margin is None:
-        return [TrainingCase(case.case_id, case.image, labels[case.case_id]) for case in unlabelled]
+
+    def trained_on(label: Path) -> Path:
+        return label if margin is None else write_with_unlabelled_margin(label, folder / "training" / label.name, margin)
+
     return [
-        TrainingCase(
-            case.case_id,
-            case.image,
-            write_with_unlabelled_margin(labels[case.case_id], folder / "training" / labels[case.case_id].name, margin),
-            partial=True,
-        )
+        TrainingCase(case.case_id, case.image, trained_on(labels[case.case_id]), partial=margin is not None)
         for case in unlabelled
     ]
 

@@ -46,3 +46,5 @@ def test_the_written_copy_keeps_the_grid(tmp_path: Path) -> None:
     assert np.allclose(image.affine, affine) and image.get_data_dtype() == np.uint8
     assert np.array_equal(np.asarray(image.dataobj), with_unlabelled_margin(label, (0.8, 0.8, 1.5), 1.0))
     assert [p.name for p in written.parent.iterdir()] == ["case.nii.gz"]  # no temporary file left
+    stamp = written.stat().st_mtime_ns
+    assert write_with_unlabelled_margin(source, written, 1.0).stat().st_mtime_ns == stamp  # an up-to-date copy is kept

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from tanq_ray.io_utils import atomic_path
+from tanq_ray.data.roi import save_nifti
 from tanq_ray.labels import BACKGROUND, UNLABELLED, VS
 
 
@@ -42,10 +42,14 @@ def with_unlabelled_margin(label: np.ndarray, spacing: Sequence[float], margin_m
 
 
 def write_with_unlabelled_margin(label_path: Path, target: Path, margin_mm: float) -> Path:
-    """Write ``label_path``'s label map with the margin of :func:`with_unlabelled_margin` to ``target`` (atomically)."""
+    """Write ``label_path``'s label map with the margin of :func:`with_unlabelled_margin` to ``target`` (atomically).
+
+    A ``target`` newer than ``label_path`` is kept, so a resumed round finds
+    the files its nnUNet dataset was built from unchanged.
+    """
+    if target.is_file() and target.stat().st_mtime_ns >= label_path.stat().st_mtime_ns:
+        return target
     image = nib.load(str(label_path))
     label = np.asarray(image.dataobj).astype(np.uint8)
     marked = with_unlabelled_margin(label, image.header.get_zooms()[:3], margin_mm)
-    with atomic_path(target) as tmp:
-        nib.save(nib.Nifti1Image(marked, image.affine, image.header), str(tmp))
-    return target
+    return save_nifti(nib.Nifti1Image(marked, image.affine, image.header), target)
