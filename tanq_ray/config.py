@@ -168,6 +168,12 @@ class SegmentConfig(StrictModel):
         description="refinement: only VS components lying (at least half) within this many mm of a VS of the labelled "
         "source scans, mirrored left-right, in ROI-centred coordinates may be kept; unset = any component",
     )
+    refine_vs_max_fluid_share: float | None = Field(
+        None, gt=0, le=1,
+        description="refinement: a VS voxel of an hrT2 scan at least this share of the scan's fluid (CSF) level, its "
+        "ROI's 99th intensity percentile, becomes background: on hrT2 the VS is darker than CSF (about half of it); "
+        "unset = no VS voxel judged by its brightness",
+    )
     refine_one_cochlea_per_side: bool = Field(
         False,
         description="refinement: on each side of the head keep only the cochlea component whose centroid lies nearest "
@@ -182,7 +188,7 @@ class SegmentConfig(StrictModel):
     refine_predictions: bool = Field(
         False,
         description="apply the refinement rules (refine_min_confidence, refine_vs_location_mm, "
-        "refine_one_cochlea_per_side; one VS per scan) to every row's predictions of the evaluation hrT2 too, as "
+        "refine_vs_max_fluid_share, refine_one_cochlea_per_side; one VS per scan) to every row's predictions of the evaluation hrT2 too, as "
         "post-processing; the raw predictions are kept beside them",
     )
     test_time_mirroring: bool = Field(True, description="nnUNet's mirrored predictions (off: 4x / 8x cheaper in 2d / 3d)")

@@ -149,7 +149,10 @@ def segment_and_refine(
     if not refine:
         return labels
     vs_prior, cochlea_position = refinement_rules(settings, source_label_paths)
-    labels = refine_pseudo_labels(labels, folder / ROI_FOLDER, settings.refine_min_confidence, vs_prior, cochlea_position)
+    labels = refine_pseudo_labels(
+        labels, folder / ROI_FOLDER, settings.refine_min_confidence, vs_prior, cochlea_position,
+        {case.case_id: case.image for case in cases}, settings.refine_vs_max_fluid_share,
+    )
     for case in cases:
         paste_back_file(labels[case.case_id], case, folder / f"{case.case_id}.nii.gz")
     return labels

@@ -293,7 +293,10 @@ def test_refined_predictions_follow_the_rules_and_keep_the_raw_ones(trained: Seg
     source_label_paths = [roi.label for roi in cut_rois(sources, ingest, tmp_path / "roi" / "ceT1")]
     evaluation = [VolumeToCut(c, cohort.eval_dir / f"{c}_hrT2.nii.gz") for c in cohort.eval_case_ids]
     rois = cut_rois(evaluation, ingest, tmp_path / "roi" / "eval")
-    settings = TINY.model_copy(update={"refine_min_confidence": 0.6, "refine_vs_location_mm": 5.0, "refine_one_cochlea_per_side": True})
+    settings = TINY.model_copy(update={
+        "refine_min_confidence": 0.6, "refine_vs_location_mm": 5.0, "refine_one_cochlea_per_side": True,
+        "refine_vs_max_fluid_share": 0.8,
+    })  # fmt: skip
     folder = tmp_path / "eval_predictions"
     labels = segment_and_refine(trained, rois, folder, settings, source_label_paths, refine=True)
 
@@ -302,7 +305,10 @@ def test_refined_predictions_follow_the_rules_and_keep_the_raw_ones(trained: Seg
     for roi in rois:
         raw = nib.load(str(folder / "raw" / ROI_FOLDER / f"{roi.case_id}.nii.gz"))
         probabilities = np.load(probabilities_path(folder / "raw" / ROI_FOLDER / f"{roi.case_id}.nii.gz"))["probabilities"]
-        expected = refine_label(np.asarray(raw.dataobj), probabilities, 0.6, raw.header.get_zooms()[:3], vs_prior, cochlea_position)
+        scan = np.asarray(nib.load(str(roi.image)).dataobj, dtype=np.float32)
+        expected = refine_label(
+            np.asarray(raw.dataobj), probabilities, 0.6, raw.header.get_zooms()[:3], vs_prior, cochlea_position, scan, 0.8
+        )
         refined = np.asarray(nib.load(str(labels[roi.case_id])).dataobj)
         np.testing.assert_array_equal(refined, expected)
         removed += int(np.count_nonzero(np.asarray(raw.dataobj)) - np.count_nonzero(refined))

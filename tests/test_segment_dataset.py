@@ -241,6 +241,53 @@ def test_vs_location_prior_needs_a_source_vs(tmp_path: Path) -> None:
         VsLocationPrior.from_labels([empty], -1.0)
 
 
+def fluid_scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 20 x 20 x 10 hrT2 (brain 0.3, CSF 1.0, a VS at 0.55 of CSF) and a prediction that calls fluid VS.
+
+    The prediction draws the VS together with the cistern it touches, and a
+    larger, separate VS on the healthy canal (pure fluid).
+    """
+    image = np.full((20, 20, 10), 0.3, np.float32)
+    image[4:8, 8:12, 3:7] = 0.55  # the VS
+    image[8:10, 8:12, 3:7] = 1.0  # the cistern beside it
+    image[12:17, 8:12, 2:8] = 1.0  # the healthy canal on the other side
+    image[0, 0, 0] = 10.0  # one hot voxel (a flow artefact) does not set the fluid level
+    label = np.zeros(image.shape, np.uint8)
+    label[4:10, 8:12, 3:7] = 1  # VS + cistern, one component of 96 voxels
+    label[12:17, 8:12, 2:8] = 1  # fluid only, 120 voxels: the largest
+    return image, label
+
+
+def test_fluid_rule_keeps_the_vs_and_drops_what_is_as_bright_as_csf() -> None:
+    image, label = fluid_scene()
+    refined = refine_label(label, confident(label), 0.0, image=image, vs_max_fluid_share=0.8)
+    assert refined[4:8, 8:12, 3:7].min() == 1  # the VS part of the component it shares with the cistern
+    assert refined[8:10, 8:12, 3:7].max() == 0 and refined[12:17, 8:12, 2:8].max() == 0
+    # without the rule the fluid wins, as the largest component
+    plain = refine_label(label, confident(label), 0.0)
+    assert plain[12:17, 8:12, 2:8].min() == 1 and plain[4:8, 8:12, 3:7].max() == 0
+    # the level is the scan's own: the same scene at another gain is judged the same way
+    np.testing.assert_array_equal(refine_label(label, confident(label), 0.0, image=image * 700, vs_max_fluid_share=0.8), refined)
+
+
+def test_fluid_rule_needs_the_scan_it_judges(tmp_path: Path) -> None:
+    image, label = fluid_scene()
+    with pytest.raises(ValueError, match="needs the hrT2 volume of the label's shape"):
+        refine_label(label, confident(label), 0.0, vs_max_fluid_share=0.8)
+    with pytest.raises(ValueError, match=r"got an image of shape \(20, 20, 9\)"):
+        refine_label(label, confident(label), 0.0, image=image[..., :9], vs_max_fluid_share=0.8)
+    path = save(label, tmp_path / "a.nii.gz")
+    np.savez_compressed(probabilities_path(path), probabilities=confident(label).astype(np.float16))
+    with pytest.raises(ValueError, match="case 'a': the fluid rule needs the hrT2 volume"):
+        refine_pseudo_labels({"a": path}, tmp_path / "refined", 0.0, vs_max_fluid_share=0.8)
+    with pytest.raises(ValueError, match=r"vs_max_fluid_share must be within \(0, 1\]"):
+        refine_pseudo_labels({"a": path}, tmp_path / "refined", 0.0, vs_max_fluid_share=1.5)
+    refined = refine_pseudo_labels(
+        {"a": path}, tmp_path / "refined", 0.0, images={"a": save(image, tmp_path / "a_0000.nii.gz")}, vs_max_fluid_share=0.8
+    )
+    assert (np.asarray(nib.load(str(refined["a"])).dataobj) == 1).sum() == 4 * 4 * 4
+
+
 def test_refine_needs_the_saved_probabilities(tmp_path: Path) -> None:
     label = save(np.ones((4, 4, 2), np.uint8), tmp_path / "a.nii.gz")
     with pytest.raises(FileNotFoundError, match="a.npz' does not exist; predict with save_probabilities=True"):

@@ -36,7 +36,13 @@ def test_a_setting_changes_the_keys_of_the_rows_that_read_it_only(tmp_path: Path
     assert {name for name in before if before[name] != after[name]} == rerun
 
 
-@pytest.mark.parametrize("rule", ["segment.refine_one_cochlea_per_side=true", "segment.refine_vs_location_mm=5", "segment.refine_min_confidence=0"])
+RULES = [
+    "segment.refine_one_cochlea_per_side=true", "segment.refine_vs_location_mm=5", "segment.refine_min_confidence=0",
+    "segment.refine_vs_max_fluid_share=0.8",
+]
+
+
+@pytest.mark.parametrize("rule", RULES)
 def test_every_row_that_refines_its_predictions_reads_the_rules(tmp_path: Path, rule: str) -> None:
     refining = "segment.refine_predictions=true"
     before, after = _reads(tmp_path, refining), _reads(tmp_path, refining, rule)

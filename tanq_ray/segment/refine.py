@@ -5,11 +5,14 @@ Rules applied to a predicted label volume and its softmax
 
 1. a foreground voxel whose winning class has probability below
    ``min_confidence`` becomes background (the network was unsure);
-2. only the largest 26-connected VS component is kept (one VS per scan).
+2. with ``vs_max_fluid_share``, a VS voxel at least that share of the scan's
+   fluid level (:func:`fluid_level`) becomes background (on hrT2 the VS is
+   darker than CSF);
+3. only the largest 26-connected VS component is kept (one VS per scan).
    With a :class:`VsLocationPrior`, only components that lie where the
    labelled source scans have a VS compete; a scan with no such component
    keeps no VS;
-3. with a :class:`CochleaPosition`, each side of the head keeps only the
+4. with a :class:`CochleaPosition`, each side of the head keeps only the
    cochlea component nearest the place where the source scans have theirs
    (one cochlea per side). Without it every cochlea component is kept.
 
@@ -28,6 +31,14 @@ self-training learns them back from its own pseudo-labels. Each side has
 one cochlea, and a component's distance from the source scans' mean cochlea
 position picks the true one far more often than its size does
 (docs/learning-on-a-cpu.md section 16).
+
+Why the fluid rule: on hrT2 (CISS, FIESTA) the VS is hypointense to CSF, at
+about half its signal, while a model trained on translations may mark the
+brightest fluid of the scan (cisterns, the healthy internal auditory canal)
+as VS: ceT1's VS is bright, and a translator on a short schedule keeps that
+(docs/learning-on-a-cpu.md sections 7 and 20). Judged voxel by voxel, so a
+drawn VS that runs into the cistern beside it keeps its tumour part. A
+cystic VS, as bright as CSF in places, loses those places.
 """
 
 from __future__ import annotations
@@ -48,6 +59,14 @@ from tanq_ray.segment.predict import probabilities_path
 DEFAULT_MIN_CONFIDENCE = 0.5
 PLAUSIBLE_SHARE = 0.5
 """A VS component is plausible when at least this share of its voxels lies near a source VS."""
+FLUID_PERCENTILE = 99.0
+"""The intensity percentile of an hrT2 ROI volume taken as its fluid (CSF) level: the box around both inner ears
+holds the cerebellopontine cisterns, the canals, the labyrinths and the fourth ventricle, well over 1 % of it."""
+
+
+def fluid_level(image: np.ndarray) -> float:
+    """The fluid (CSF) signal of an hrT2 ROI volume ``image`` (X, Y, Z): its :data:`FLUID_PERCENTILE` intensity."""
+    return float(np.percentile(image, FLUID_PERCENTILE))
 
 
 def index_offsets_mm(indices: np.ndarray, shape: Sequence[int], spacing: Sequence[float]) -> np.ndarray:
@@ -136,12 +155,17 @@ def refine_label(
     spacing: Sequence[float] | None = None,
     vs_prior: VsLocationPrior | None = None,
     cochlea_position: CochleaPosition | None = None,
+    image: np.ndarray | None = None,
+    vs_max_fluid_share: float | None = None,
 ) -> np.ndarray:
     """Refined copy of ``label`` (X, Y, Z; values 0/1/2) given ``probabilities`` (3, X, Y, Z).
 
     ``spacing``: the label's voxel spacing in mm, needed by ``vs_prior`` and
     ``cochlea_position``; without ``vs_prior`` every VS component competes,
     without ``cochlea_position`` every cochlea component is kept.
+    ``image`` (X, Y, Z): the hrT2 ROI volume the label was predicted from,
+    needed by ``vs_max_fluid_share``; without that rule no VS voxel is judged
+    by its brightness.
     """
     if probabilities.shape[1:] != label.shape:
         raise ValueError(f"probabilities of shape {probabilities.shape} do not match a label of shape {label.shape}")
@@ -149,6 +173,11 @@ def refine_label(
         raise ValueError("the location rules need the label's voxel spacing in mm")
     refined = np.array(label, dtype=np.uint8)
     refined[(refined > 0) & (probabilities.max(axis=0) < min_confidence)] = 0
+    if vs_max_fluid_share is not None:
+        if image is None or image.shape != label.shape:
+            got = "no image" if image is None else f"an image of shape {image.shape}"
+            raise ValueError(f"the fluid rule needs the hrT2 volume of the label's shape {label.shape}; got {got}")
+        refined[(refined == VS) & (image >= vs_max_fluid_share * fluid_level(image))] = 0
     components, count = ndimage.label(refined == VS, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(components.ravel(), minlength=count + 1)[1:].astype(float)
     if vs_prior is not None and count:
@@ -170,14 +199,20 @@ def refine_pseudo_labels(
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     vs_prior: VsLocationPrior | None = None,
     cochlea_position: CochleaPosition | None = None,
+    images: Mapping[str, Path] | None = None,
+    vs_max_fluid_share: float | None = None,
 ) -> dict[str, Path]:
     """Refine each ``case_id -> predicted label`` into ``out_dir/<case_id>.nii.gz``; return case_id -> refined path.
 
     Each label needs its softmax beside it (:func:`~tanq_ray.segment.predict.probabilities_path`).
-    With ``vs_prior`` or ``cochlea_position``, the labels must be ROI volumes. Existing outputs are kept.
+    With ``vs_prior`` or ``cochlea_position``, the labels must be ROI volumes. With
+    ``vs_max_fluid_share``, ``images`` maps each case to the hrT2 volume its label
+    was predicted from. Existing outputs are kept.
     """
     if not 0.0 <= min_confidence <= 1.0:
         raise ValueError(f"min_confidence must be within [0, 1], got {min_confidence}")
+    if vs_max_fluid_share is not None and not 0.0 < vs_max_fluid_share <= 1.0:
+        raise ValueError(f"vs_max_fluid_share must be within (0, 1], got {vs_max_fluid_share}")
     out_dir = Path(out_dir)
     refined_paths = {}
     for case_id, label_path in labels.items():
@@ -193,12 +228,22 @@ def refine_pseudo_labels(
         image = nib.load(str(label_path))
         with np.load(softmax_path) as stored:
             probabilities = stored["probabilities"]
+        scan = None if vs_max_fluid_share is None else _hrT2_volume(case_id, images)
         try:
             refined = refine_label(
-                np.asanyarray(image.dataobj), probabilities, min_confidence, image.header.get_zooms()[:3], vs_prior, cochlea_position
+                np.asanyarray(image.dataobj), probabilities, min_confidence, image.header.get_zooms()[:3], vs_prior,
+                cochlea_position, scan, vs_max_fluid_share,
             )
         except ValueError as err:
             raise ValueError(f"case '{case_id}': '{softmax_path}' vs '{label_path}': {err}") from None
         with atomic_path(target) as tmp:
             nib.save(nib.Nifti1Image(refined, image.affine, image.header), str(tmp))
     return refined_paths
+
+
+def _hrT2_volume(case_id: str, images: Mapping[str, Path] | None) -> np.ndarray:
+    """The hrT2 volume ``images[case_id]`` as float32 (X, Y, Z), or a clear error naming what is missing."""
+    if images is None or case_id not in images:
+        raise ValueError(f"case '{case_id}': the fluid rule needs the hrT2 volume its label was predicted from; none given")
+    volume = np.asarray(nib.load(str(images[case_id])).dataobj, dtype=np.float32)
+    return volume[..., 0] if volume.ndim == 4 else volume

@@ -38,7 +38,9 @@ from tanq_ray.stages.data import DataFolders
 from tanq_ray.tracking import RunHandle, Tracker
 from tanq_ray.translate import TranslatedCase
 
-REFINEMENT_RULES = {"refine_min_confidence", "refine_vs_location_mm", "refine_one_cochlea_per_side"}
+REFINEMENT_RULES = {
+    "refine_min_confidence", "refine_vs_location_mm", "refine_vs_max_fluid_share", "refine_one_cochlea_per_side"
+}
 """Segment settings of the refinement rules: read by every row with ``refine_predictions``, by rounds r >= 1 always."""
 PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "pseudo_label_vs_margin_mm"} | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
