@@ -159,6 +159,11 @@ class SegmentConfig(StrictModel):
         "single-view ablation (the reference rows use none)",
     )
     self_training_rounds: int = Field(4, ge=0)
+    self_training_warm_start: bool = Field(
+        False,
+        description="self-training: round r starts from round r-1's weights instead of nnUNet's random ones, so it goes "
+        "on from what the previous round learned (the paper's 'retrained' read as continued); off = every round from scratch",
+    )
     refine_pseudo_labels: bool = Field(False, description="clean pseudo-labels before retraining (paper's future work)")
     refine_min_confidence: float = Field(
         0.5, ge=0, le=1, description="refinement: foreground voxels with a lower softmax become background"

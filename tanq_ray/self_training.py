@@ -195,14 +195,16 @@ def train_and_score(
     eval_labels_dir: Path | None,
     logging: RunRef | None,
     source_label_paths: Sequence[Path] = (),
+    warm_start: Segmenter | None = None,
 ) -> RowResult:
     """Train an nnUNet on ``cases`` in ``folder``, segment the evaluation ROIs, score the pasted-back labels if labelled.
 
     With ``segment.refine_predictions``, the evaluation predictions are refined
     by the rules of the labelled source scans' ROI labels ``source_label_paths``
     before they are scored; the raw ones are scored as well (``raw_evaluation``).
+    ``warm_start``: the model whose weights the training starts from (None = random).
     """
-    segmenter = train_segmenter(settings, folder, cases, logging=logging)
+    segmenter = train_segmenter(settings, folder, cases, logging=logging, warm_start=warm_start)
     if not eval_rois:
         return RowResult(segmenter, len(cases), None, None)
     predictions = folder / "eval_predictions"

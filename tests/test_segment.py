@@ -169,6 +169,26 @@ def test_second_call_trains_nothing(trained: Segmenter, cohort) -> None:
     assert checkpoint_times() == checkpoints
 
 
+def network_weights(checkpoint: Path) -> dict:
+    import torch
+
+    return torch.load(str(checkpoint), map_location="cpu", weights_only=False)["network_weights"]
+
+
+def test_a_warm_started_training_begins_from_the_given_model(trained: Segmenter, cohort, tmp_path: Path) -> None:
+    """``warm_start``: each fold starts from the same fold of the given model, its segmentation heads included."""
+    train = cohort.train_dir
+    cases = [TrainingCase(c, train / f"{c}_ceT1.nii.gz", train / f"{c}_Label.nii.gz") for c in cohort.labelled_cases]
+    barely = TINY.model_copy(update={"epochs": 1, "iterations_per_epoch": 1, "initial_lr": 1e-9})  # one step, too small to move
+    warm = train_segmenter(barely, tmp_path / "warm", cases, use_gpu=False, warm_start=trained)
+    for fold in trained.folds:
+        before = network_weights(trained.folders.fold_dir("2d", fold) / "checkpoint_final.pth")
+        after = network_weights(warm.folders.fold_dir("2d", fold) / "checkpoint_final.pth")
+        assert before.keys() == after.keys() and any(".seg_layers." in key for key in after)
+        largest = max(float((after[key].float() - before[key].float()).abs().max()) for key in before)
+        assert largest < 1e-4, f"fold {fold}: a weight moved by {largest} in one step of lr 1e-9: not started from the model"
+
+
 def _fold_worker_pid(results_dir: Path, task_name: str) -> int | None:
     """The Ray worker process running ``task_name`` on this work folder (its title and environment say so)."""
     wanted = f"nnUNet_results={results_dir}".encode()

@@ -27,6 +27,7 @@ def _reads(tmp_path: Path, *overrides: str) -> dict[str, dict]:
         ("segment.views=[tanq]", {"segment-round-0", "segment-round-1"}),
         ("segment.refine_one_cochlea_per_side=true", {"segment-round-1"}),
         ("segment.pseudo_label_vs_margin_mm=4", {"segment-round-1"}),
+        ("segment.self_training_warm_start=true", {"segment-round-1"}),
         ("segment.epochs=3", {"segment-round-0", "segment-round-1", "segment-source-only", "segment-target-supervised"}),
         ("segment.refine_predictions=true", EVERY_ROW),
     ],

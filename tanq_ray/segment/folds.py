@@ -89,12 +89,15 @@ def _train_fold(
     device_type: str,
     save_probabilities: bool,
     tracking: RunRef | None,
+    warm_start: NnUNetFolders | None,
 ) -> FoldResult:
     """Task body: build the trainer, resume from the newest checkpoint, train, validate (output to a log file)."""
     use_spawn()
     log_name = f"nnunet {folders.work_dir.name} {configuration}-{fold}"
     with worker_output(log_name) as progress, augmentation_processes(schedule.augmentation_processes):
-        return _train_fold_logged(folders, schedule, configuration, fold, device_type, save_probabilities, tracking, progress)
+        return _train_fold_logged(
+            folders, schedule, configuration, fold, device_type, save_probabilities, tracking, progress, warm_start
+        )
 
 
 def _train_fold_logged(
@@ -106,8 +109,14 @@ def _train_fold_logged(
     save_probabilities: bool,
     tracking: RunRef | None,
     progress: Callable[[str], None],
+    warm_start: NnUNetFolders | None = None,
 ) -> FoldResult:
-    """:func:`_train_fold` once its output goes to the log; ``progress`` hears of each epoch."""
+    """:func:`_train_fold` once its output goes to the log; ``progress`` hears of each epoch.
+
+    ``warm_start``: a fold that starts afresh begins from the weights of the
+    same fold of that finished model (self-training's warm start); a resumed
+    fold goes on from its own checkpoint.
+    """
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
@@ -127,6 +136,8 @@ def _train_fold_logged(
         trainer.configure(schedule, run, progress)
         if resume_from is not None:
             trainer.load_checkpoint(str(resume_from))
+        elif warm_start is not None:
+            trainer.start_from(warm_start.fold_dir(configuration, fold) / "checkpoint_final.pth")
         start_epoch = trainer.current_epoch
         print(f"fold {configuration}/{fold} started at epoch {start_epoch} of {schedule.epochs}", flush=True)
         if run is not None:
@@ -156,11 +167,14 @@ def run_folds(
     use_gpu: bool,
     logging: RunRef | None = None,
     max_parallel: int | None = None,
+    warm_start: NnUNetFolders | None = None,
 ) -> list[FoldResult]:
     """Train every (configuration, fold) pair of ``settings`` that is not complete, as parallel Ray tasks.
 
     ``max_parallel`` caps the tasks in flight (None = as many as the
-    cluster's resources allow). Waits for all tasks, so folds that succeed
+    cluster's resources allow). ``warm_start``: the folders of a finished
+    model whose same fold each new fold starts from (None = nnUNet's random
+    initialisation). Waits for all tasks, so folds that succeed
     are kept for the next call, then raises ``RuntimeError`` naming the folds
     that failed, if any.
     """
@@ -194,7 +208,7 @@ def run_folds(
             run = _fold_run(logging, schedule, folders.work_dir.name, configuration, fold) if logging else None
             device = "cuda" if use_gpu else "cpu"
             ref = task.options(**resources, name=f"nnunet_fold_{configuration}_{fold}").remote(
-                folders, schedule, configuration, fold, device, save_probabilities, run
+                folders, schedule, configuration, fold, device, save_probabilities, run, warm_start
             )
             pending[ref] = (configuration, fold, run, time.perf_counter())
         [ref], _ = ray.wait(list(pending), num_returns=1)

@@ -122,8 +122,13 @@ def train_segmenter(
     cases: Sequence[TrainingCase],
     logging: RunRef | None = None,
     use_gpu: bool | None = None,
+    warm_start: Segmenter | None = None,
 ) -> Segmenter:
     """Train nnUNet on ``cases`` under ``work_dir`` and let nnUNet select the configuration(s).
+
+    ``warm_start``: a trained model of the same configurations, folds and
+    network width whose weights each fold starts from (self-training's warm
+    start); None = nnUNet's random initialisation.
 
     Steps: write and check the raw dataset; nnUNet's integrity check, planning
     and preprocessing; ``settings.folds`` folds of each of
@@ -149,7 +154,8 @@ def train_segmenter(
     if splits is not None:
         write_splits(folders, splits)
     max_parallel = settings.max_parallel_folds
-    fold_results = tuple(run_folds(folders, settings, use_gpu, logging, max_parallel))
+    start_from = None if warm_start is None else warm_start.folders
+    fold_results = tuple(run_folds(folders, settings, use_gpu, logging, max_parallel, start_from))
     saved = None if any(r.trained for r in fold_results) else _reusable(work_dir, settings)
     if not cross_validated:
         selection = Selection(tuple(settings.configurations), None, {}, None)

@@ -148,6 +148,25 @@ class TanqTrainer(nnUNetTrainer):
         self.run = run
         self.progress = progress
 
+    def start_from(self, checkpoint: Path) -> None:
+        """Initialise, then take every network weight of ``checkpoint``, a finished model of the same plan.
+
+        Self-training's warm start: the round goes on from what the previous
+        round learned instead of from random weights. Unlike nnUNet's
+        ``load_pretrained_weights`` (transfer to another task), the
+        segmentation heads are kept too: the classes are the same.
+        """
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"warm start: '{checkpoint}' does not exist; the model to start from must be finished")
+        if not self.was_initialized:
+            self.initialize()
+        weights = torch.load(str(checkpoint), map_location=self.device, weights_only=False)["network_weights"]
+        network = getattr(self.network, "_orig_mod", self.network)
+        try:
+            network.load_state_dict(weights)
+        except RuntimeError as err:
+            raise ValueError(f"warm start: '{checkpoint}' does not fit this network (another plan or width): {err}") from None
+
     def configure_optimizers(self):
         if self.optimizer_name == "adamw":
             return nnUNetTrainerAdam.configure_optimizers(self)  # nnUNet's own variant, same poly schedule

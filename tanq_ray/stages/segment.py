@@ -17,7 +17,7 @@ from tanq_ray.cluster import ensure_ray
 from tanq_ray.config import Config, SegmentConfig
 from tanq_ray.run_ref import RunRef
 from tanq_ray.runner import Inputs, Stage, StageContext
-from tanq_ray.segment import TrainingCase, load_segmenter
+from tanq_ray.segment import Segmenter, TrainingCase, load_segmenter
 from tanq_ray.self_training import (
     SOURCE_ONLY,
     TARGET_SUPERVISED,
@@ -42,7 +42,7 @@ REFINEMENT_RULES = {
     "refine_min_confidence", "refine_vs_location_mm", "refine_vs_max_fluid_share", "refine_one_cochlea_per_side"
 }
 """Segment settings of the refinement rules: read by every row with ``refine_predictions``, by rounds r >= 1 always."""
-PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "pseudo_label_vs_margin_mm"} | REFINEMENT_RULES
+PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "pseudo_label_vs_margin_mm", "self_training_warm_start"} | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
 ADAPTED_ROW_SETTINGS = {"views", "structure_contrast"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
@@ -93,15 +93,19 @@ def train_and_log_row(
     cases: list[TrainingCase],
     folders: DataFolders,
     source_label_paths: Sequence[Path],
+    warm_start: Segmenter | None = None,
 ) -> RowResult:
     """Train and score one row in ``folder``; log its counts, cross-validation Dice and scores to ``run``.
 
     ``source_label_paths``: the labelled source scans' ROI labels, which the
-    refinement rules of ``segment.refine_predictions`` go by.
+    refinement rules of ``segment.refine_predictions`` go by. ``warm_start``:
+    the model the training starts from (None = random weights).
     """
     logging_to = RunRef.of(run, tracker.uri)
     eval_rois = hrT2_rois(config, "eval", folders.eval_dir)
-    result = train_and_score(config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to, source_label_paths)
+    result = train_and_score(
+        config.segment, folder, cases, eval_rois, folders.eval_labels_dir, logging_to, source_label_paths, warm_start
+    )
     cv_dice = result.segmenter.cv_dice_selected
     run.log_metrics({"training_cases": len(cases)} | ({} if cv_dice is None else {"cv_dice": cv_dice}))
     run.set_tags({"configurations": "+".join(result.segmenter.configurations)})
@@ -125,11 +129,14 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
     with tracker.stage("segment", context.parent, tags=tags, name=f"segment-round-{index}", params=config.section_params("segment")) as run:
         ensure_ray(config)
         cases = multi_view_cases(translated, config.segment.views)
-        if index > 0:
-            previous = load_segmenter(round_dir(config, index - 1))
+        previous = load_segmenter(round_dir(config, index - 1)) if index > 0 else None
+        if previous is not None:
             unlabelled = hrT2_rois(config, "hrT2", folders.train_dir)
             cases += pseudo_labelled_cases(previous, config, index, unlabelled, source_labels(translated))
-        result = train_and_log_row(config, tracker, run, round_dir(config, index), cases, folders, source_labels(translated))
+        warm_start = previous if config.segment.self_training_warm_start else None
+        result = train_and_log_row(
+            config, tracker, run, round_dir(config, index), cases, folders, source_labels(translated), warm_start
+        )
     return RowOutputs.of(result)
 
 
