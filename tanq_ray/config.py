@@ -190,6 +190,12 @@ class SegmentConfig(StrictModel):
         "ignore label), so a VS the previous round drew too small does not teach the next round that its outer part is "
         "background; unset = every voxel labelled",
     )
+    pseudo_label_vs_missing_unlabelled: bool = Field(
+        False,
+        description="self-training, with pseudo_label_vs_margin_mm and refine_vs_location_mm: a pseudo-label left with "
+        "no VS leaves every background voxel where the location rule allows a VS unlabelled, instead of teaching that "
+        "the scan has none (every CrossMoDA scan has a VS); off = such a pseudo-label is trained on as it is",
+    )
     refine_predictions: bool = Field(
         False,
         description="apply the refinement rules (refine_min_confidence, refine_vs_location_mm, "
@@ -237,6 +243,17 @@ class SegmentConfig(StrictModel):
             raise ValueError(
                 f"folds 'all' trains without cross-validation, so nnUNet cannot choose between configurations "
                 f"{self.configurations}: list one configuration or use folds >= 2"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _missing_vs_needs_the_margin_and_the_location_rule(self) -> "SegmentConfig":
+        if self.pseudo_label_vs_missing_unlabelled and (
+            self.pseudo_label_vs_margin_mm is None or self.refine_vs_location_mm is None
+        ):
+            raise ValueError(
+                "pseudo_label_vs_missing_unlabelled needs pseudo_label_vs_margin_mm (the round trains on partial labels) "
+                "and refine_vs_location_mm (where a VS can be); set both"
             )
         return self
 

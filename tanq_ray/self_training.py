@@ -171,15 +171,20 @@ def pseudo_labelled_cases(
     for the user and on the ROI grid (``roi/``) for training. With
     ``segment.pseudo_label_vs_margin_mm`` the round trains on copies under
     ``training/`` whose margin around the VS is unlabelled
-    (:mod:`tanq_ray.segment.margin`).
+    (:mod:`tanq_ray.segment.margin`); with
+    ``segment.pseudo_label_vs_missing_unlabelled`` a copy with no VS leaves
+    the region where the location rule allows one unlabelled.
     """
     settings = config.segment
     folder = round_dir(config, index) / "pseudo_labels"
     labels = segment_and_refine(previous, unlabelled, folder, settings, source_label_paths, settings.refine_pseudo_labels)
     margin = settings.pseudo_label_vs_margin_mm
+    vs_region = refinement_rules(settings, source_label_paths)[0] if settings.pseudo_label_vs_missing_unlabelled else None
 
     def trained_on(label: Path) -> Path:
-        return label if margin is None else write_with_unlabelled_margin(label, folder / "training" / label.name, margin)
+        if margin is None:
+            return label
+        return write_with_unlabelled_margin(label, folder / "training" / label.name, margin, vs_region)
 
     return [
         TrainingCase(case.case_id, case.image, trained_on(labels[case.case_id]), partial=margin is not None)

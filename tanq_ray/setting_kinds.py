@@ -35,7 +35,7 @@ CHANGES_RESULTS = frozenset(
         "segment.structure_contrast",
         "segment.refine_pseudo_labels", "segment.refine_min_confidence", "segment.refine_vs_location_mm",
         "segment.refine_vs_max_fluid_share", "segment.refine_one_cochlea_per_side", "segment.refine_predictions",
-        "segment.pseudo_label_vs_margin_mm", "segment.self_training_warm_start",
+        "segment.pseudo_label_vs_margin_mm", "segment.pseudo_label_vs_missing_unlabelled", "segment.self_training_warm_start",
         "segment.test_time_mirroring",
     }
 )  # fmt: skip

@@ -38,6 +38,7 @@ def test_overrides_are_typed_yaml_values() -> None:
         ("ingest.spacing=[0.4, 0, 1.5]", ["ingest.spacing", "> 0"]),
         ("ingest=3", ["'ingest' is a section", "shard_rows"]),
         ("output_dir.sub=3", ["'output_dir' is a value"]),
+        ("segment.pseudo_label_vs_missing_unlabelled=true", ["pseudo_label_vs_margin_mm", "refine_vs_location_mm"]),
         ("shard_rows", ["key=value"]),
     ],
 )

@@ -10,6 +10,7 @@ import pytest
 
 from tanq_ray.labels import BACKGROUND, COCHLEA, UNLABELLED, VS
 from tanq_ray.segment.margin import with_unlabelled_margin, write_with_unlabelled_margin
+from tanq_ray.segment.refine import VsLocationPrior
 
 
 def test_background_within_the_margin_in_mm_becomes_unlabelled_on_an_anisotropic_grid() -> None:
@@ -48,3 +49,21 @@ def test_the_written_copy_keeps_the_grid(tmp_path: Path) -> None:
     assert [p.name for p in written.parent.iterdir()] == ["case.nii.gz"]  # no temporary file left
     stamp = written.stat().st_mtime_ns
     assert write_with_unlabelled_margin(source, written, 1.0).stat().st_mtime_ns == stamp  # an up-to-date copy is kept
+
+
+def test_a_label_without_a_vs_leaves_unlabelled_where_the_source_scans_have_one(tmp_path: Path) -> None:
+    source = np.zeros((20, 20, 10), np.uint8)
+    source[4:7, 9:12, 4:6] = VS  # left of centre; its mirror image covers x 13-15
+    nib.save(nib.Nifti1Image(source, np.diag([2.0, 2.0, 2.0, 1.0])), str(tmp_path / "source.nii.gz"))
+    region = VsLocationPrior.from_labels([tmp_path / "source.nii.gz"], 0.0)
+    label = np.zeros((20, 20, 10), np.uint8)
+    label[14, 10, 4] = COCHLEA  # a structure inside the region keeps its class
+    marked = with_unlabelled_margin(label, (2.0, 2.0, 2.0), 3.0, region)
+    expected = np.zeros_like(label)
+    expected[4:7, 9:12, 4:6] = UNLABELLED
+    expected[13:16, 9:12, 4:6] = UNLABELLED
+    expected[14, 10, 4] = COCHLEA
+    np.testing.assert_array_equal(marked, expected)
+    # a label with a VS gets its margin only: the region is for labels that lost theirs
+    label[10, 10, 5] = VS
+    np.testing.assert_array_equal(with_unlabelled_margin(label, (2.0, 2.0, 2.0), 1.0, region), with_unlabelled_margin(label, (2.0, 2.0, 2.0), 1.0))

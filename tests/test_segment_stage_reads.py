@@ -28,12 +28,16 @@ def _reads(tmp_path: Path, *overrides: str) -> dict[str, dict]:
         ("segment.refine_one_cochlea_per_side=true", {"segment-round-1"}),
         ("segment.pseudo_label_vs_margin_mm=4", {"segment-round-1"}),
         ("segment.self_training_warm_start=true", {"segment-round-1"}),
+        (
+            "segment.pseudo_label_vs_missing_unlabelled=true segment.pseudo_label_vs_margin_mm=4 segment.refine_vs_location_mm=5",
+            {"segment-round-1"},
+        ),
         ("segment.epochs=3", {"segment-round-0", "segment-round-1", "segment-source-only", "segment-target-supervised"}),
         ("segment.refine_predictions=true", EVERY_ROW),
     ],
 )
 def test_a_setting_changes_the_keys_of_the_rows_that_read_it_only(tmp_path: Path, override: str, rerun: set[str]) -> None:
-    before, after = _reads(tmp_path), _reads(tmp_path, override)
+    before, after = _reads(tmp_path), _reads(tmp_path, *override.split())
     assert {name for name in before if before[name] != after[name]} == rerun
 
 

@@ -42,7 +42,9 @@ REFINEMENT_RULES = {
     "refine_min_confidence", "refine_vs_location_mm", "refine_vs_max_fluid_share", "refine_one_cochlea_per_side"
 }
 """Segment settings of the refinement rules: read by every row with ``refine_predictions``, by rounds r >= 1 always."""
-PSEUDO_LABEL_SETTINGS = {"refine_pseudo_labels", "pseudo_label_vs_margin_mm", "self_training_warm_start"} | REFINEMENT_RULES
+PSEUDO_LABEL_SETTINGS = {
+    "refine_pseudo_labels", "pseudo_label_vs_margin_mm", "pseudo_label_vs_missing_unlabelled", "self_training_warm_start"
+} | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
 ADAPTED_ROW_SETTINGS = {"views", "structure_contrast"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
