@@ -179,7 +179,11 @@ def pseudo_labelled_cases(
     folder = round_dir(config, index) / "pseudo_labels"
     labels = segment_and_refine(previous, unlabelled, folder, settings, source_label_paths, settings.refine_pseudo_labels)
     margin = settings.pseudo_label_vs_margin_mm
-    vs_region = refinement_rules(settings, source_label_paths)[0] if settings.pseudo_label_vs_missing_unlabelled else None
+    vs_region = (
+        VsLocationPrior.from_labels(source_label_paths, settings.refine_vs_location_mm)
+        if settings.pseudo_label_vs_missing_unlabelled
+        else None
+    )  # the config guarantees refine_vs_location_mm with it
 
     def trained_on(label: Path) -> Path:
         if margin is None:

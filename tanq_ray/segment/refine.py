@@ -245,5 +245,4 @@ def _hrT2_volume(case_id: str, images: Mapping[str, Path] | None) -> np.ndarray:
     """The hrT2 volume ``images[case_id]`` as float32 (X, Y, Z), or a clear error naming what is missing."""
     if images is None or case_id not in images:
         raise ValueError(f"case '{case_id}': the fluid rule needs the hrT2 volume its label was predicted from; none given")
-    volume = np.asarray(nib.load(str(images[case_id])).dataobj, dtype=np.float32)
-    return volume[..., 0] if volume.ndim == 4 else volume
+    return np.asarray(nib.load(str(images[case_id])).dataobj, dtype=np.float32)
