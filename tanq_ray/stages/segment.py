@@ -131,14 +131,13 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
     with tracker.stage("segment", context.parent, tags=tags, name=f"segment-round-{index}", params=config.section_params("segment")) as run:
         ensure_ray(config)
         cases = multi_view_cases(translated, config.segment.views)
+        labels = source_labels(translated)
         previous = load_segmenter(round_dir(config, index - 1)) if index > 0 else None
         if previous is not None:
             unlabelled = hrT2_rois(config, "hrT2", folders.train_dir)
-            cases += pseudo_labelled_cases(previous, config, index, unlabelled, source_labels(translated))
+            cases += pseudo_labelled_cases(previous, config, index, unlabelled, labels)
         warm_start = previous if config.segment.self_training_warm_start else None
-        result = train_and_log_row(
-            config, tracker, run, round_dir(config, index), cases, folders, source_labels(translated), warm_start
-        )
+        result = train_and_log_row(config, tracker, run, round_dir(config, index), cases, folders, labels, warm_start)
     return RowOutputs.of(result)
 
 
