@@ -30,7 +30,7 @@ from scipy import ndimage
 
 from tanq_ray.data.roi import save_nifti
 from tanq_ray.labels import BACKGROUND, UNLABELLED, VS
-from tanq_ray.segment.refine import VsLocationPrior, index_offsets_mm
+from tanq_ray.segment.refine import VsLocationPrior, offsets_mm
 
 
 def with_unlabelled_margin(
@@ -50,9 +50,9 @@ def with_unlabelled_margin(
         distance = ndimage.distance_transform_edt(~vs, sampling=[float(s) for s in spacing])
         result[(distance <= margin_mm) & (label == BACKGROUND)] = UNLABELLED
     elif vs_region is not None:
-        offsets = index_offsets_mm(np.indices(label.shape).reshape(3, -1).T, label.shape, spacing)
-        where_a_vs_can_be = vs_region.near(offsets).reshape(label.shape)  # C order, as np.indices
-        result[where_a_vs_can_be & (label == BACKGROUND)] = UNLABELLED
+        background = label == BACKGROUND
+        near = vs_region.near(offsets_mm(background, spacing))  # argwhere and boolean indexing share C order
+        result[background] = np.where(near, UNLABELLED, BACKGROUND)
     return result
 
 
