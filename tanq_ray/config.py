@@ -149,6 +149,12 @@ class SegmentConfig(StrictModel):
         "its surroundings drawn from [low, high] standard deviations of the patch, so a model trained on translations "
         "does not depend on the brightness a translator gave it; unset = nnUNet's augmentation only",
     )
+    vs_texture: tuple[float, float] | None = Field(
+        None,
+        description="augmentation: in half of the training patches a smooth random texture whose strength is drawn from "
+        "[low, high] standard deviations of the patch is added inside the VS, so a model trained on translations, whose "
+        "VS are smoother inside than real ones, does not take a smooth inside for the VS; unset = no texture",
+    )
     network_width: int | None = Field(
         None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
         "unset = nnUNet's planned network (32); 8-16 trains on a CPU"
@@ -223,11 +229,18 @@ class SegmentConfig(StrictModel):
             raise ValueError(f"list each of 'tanq', 'cyclegan' at most once, and at least one; got {value}")
         return value
 
-    @field_validator("structure_contrast")
+    @field_validator("structure_contrast", "vs_texture")
     @classmethod
-    def _ordered_contrast_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+    def _ordered_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         if value is not None and value[0] > value[1]:
             raise ValueError(f"give the range as [low, high]; got {list(value)}")
+        return value
+
+    @field_validator("vs_texture")
+    @classmethod
+    def _texture_not_negative(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and value[0] < 0:
+            raise ValueError(f"a texture's strength is >= 0; got {list(value)}")
         return value
 
     @field_validator("folds")

@@ -9,7 +9,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from tanq_ray.config import SegmentConfig
 from tanq_ray.segment.structure_contrast import StructureContrastTransform
-from tanq_ray.segment.trainer import with_structure_contrast
+from tanq_ray.segment.trainer import with_structure_appearance
 
 
 def _patch(spatial: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +76,9 @@ def test_nnunet_pipeline_gets_the_transform_after_its_spatial_step_and_runs() ->
         mirror_axes=(0, 1), do_dummy_2d_data_aug=False, foreground_labels=(1, 2),
     )  # fmt: skip
     plain = nnUNetTrainer.get_training_transforms(**kwargs)
-    augmented = with_structure_contrast(nnUNetTrainer.get_training_transforms(**kwargs), (1, 2), (-0.5, 2.0))
+    augmented = with_structure_appearance(
+        nnUNetTrainer.get_training_transforms(**kwargs), [StructureContrastTransform((1, 2), (-0.5, 2.0))]
+    )
     names = [type(step).__name__ for step in augmented.transforms]
     assert names.index("StructureContrastTransform") == names.index("SpatialTransform") + 1
     assert len(augmented.transforms) == len(plain.transforms) + 1

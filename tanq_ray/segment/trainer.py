@@ -16,7 +16,9 @@ section 3, step 2). What changes:
   to nnUNet's training augmentation, right after its spatial transforms:
   each labelled structure at a random contrast to its surroundings, so that a
   model trained on translations does not depend on how a translator rendered
-  their brightness;
+  their brightness; and :class:`~tanq_ray.segment.structure_texture.StructureTextureTransform`
+  after it: a smooth random texture inside the VS, whose translations are
+  smoother inside than real VS;
 - the schedule may turn off test-time mirroring (nnUNet averages the network
   over all mirrorings of the input, 4 passes in 2d, 8 in 3d), for the final
   validation and, through the checkpoint, for prediction; training
@@ -58,8 +60,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from tanq_ray.io_utils import atomic_path
+from tanq_ray.labels import VS
 from tanq_ray.segment.schedule import FoldSchedule
 from tanq_ray.segment.structure_contrast import StructureContrastTransform
+from tanq_ray.segment.structure_texture import StructureTextureTransform
 from tanq_ray.tracking_buffer import BackgroundLog
 
 TRAIN_PER_VALIDATION_ITERATION = 5  # nnUNet: 250 training and 50 validation iterations per epoch
@@ -94,16 +98,13 @@ def _step_name(step: BasicTransform) -> str:
     return type(getattr(step, "transform", step)).__name__
 
 
-def with_structure_contrast(
-    pipeline: ComposeTransforms, labels: tuple[int, ...], contrast: tuple[float, float]
-) -> ComposeTransforms:
-    """``pipeline`` with a :class:`StructureContrastTransform` right after its spatial transforms (before noise and blur)."""
-    steps = list(pipeline.transforms)
-    position = next(i for i, step in enumerate(steps) if isinstance(step, SpatialTransform)) + 1
-    if position < len(steps) and isinstance(steps[position], Convert2DTo3DTransform):
+def with_structure_appearance(pipeline: ComposeTransforms, steps: list[BasicTransform]) -> ComposeTransforms:
+    """``pipeline`` with ``steps`` (structure contrast, VS texture) right after its spatial transforms, before noise and blur."""
+    transforms = list(pipeline.transforms)
+    position = next(i for i, step in enumerate(transforms) if isinstance(step, SpatialTransform)) + 1
+    if position < len(transforms) and isinstance(transforms[position], Convert2DTo3DTransform):
         position += 1
-    steps.insert(position, StructureContrastTransform(tuple(labels), contrast))
-    return ComposeTransforms(steps)
+    return ComposeTransforms(transforms[:position] + list(steps) + transforms[position:])
 
 
 class TanqTrainer(nnUNetTrainer):
@@ -123,6 +124,7 @@ class TanqTrainer(nnUNetTrainer):
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
         self.structure_contrast: tuple[float, float] | None = None
+        self.vs_texture: tuple[float, float] | None = None
         self.training_augmentation = ""  # the transforms' names, once the data loaders are built
         self.run: BackgroundLog | None = None
         self.progress: Callable[[str], None] | None = None
@@ -143,6 +145,7 @@ class TanqTrainer(nnUNetTrainer):
         self.test_time_mirroring = schedule.test_time_mirroring
         self.optimizer_name = schedule.optimizer
         self.structure_contrast = schedule.structure_contrast
+        self.vs_texture = schedule.vs_texture
         self.save_every = checkpoint_interval(schedule.epochs)
         self.logger = SparseProgressLogger(self.logger, schedule.epochs)
         self.run = run
@@ -179,12 +182,17 @@ class TanqTrainer(nnUNetTrainer):
         return augmentation
 
     def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, *args, **kwargs):
-        """nnUNet's training augmentation, plus the structure-contrast transform when the schedule asks for it."""
+        """nnUNet's training augmentation, plus the structure-contrast and VS-texture transforms the schedule asks for."""
         pipeline = nnUNetTrainer.get_training_transforms(
             patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, *args, **kwargs
         )
+        appearance: list[BasicTransform] = []
         if self.structure_contrast is not None:
-            pipeline = with_structure_contrast(pipeline, self.label_manager.foreground_labels, self.structure_contrast)
+            appearance.append(StructureContrastTransform(tuple(self.label_manager.foreground_labels), self.structure_contrast))
+        if self.vs_texture is not None:
+            appearance.append(StructureTextureTransform(VS, self.vs_texture))
+        if appearance:
+            pipeline = with_structure_appearance(pipeline, appearance)
         self.training_augmentation = " -> ".join(map(_step_name, pipeline.transforms))  # nnUNet writes it to debug.json
         return pipeline
 

@@ -46,11 +46,11 @@ PSEUDO_LABEL_SETTINGS = {
     "refine_pseudo_labels", "pseudo_label_vs_margin_mm", "pseudo_label_vs_missing_unlabelled", "self_training_warm_start"
 } | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
-ADAPTED_ROW_SETTINGS = {"views", "structure_contrast"}
+ADAPTED_ROW_SETTINGS = {"views", "structure_contrast", "vs_texture"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
 The reference rows are the bounds without adaptation and train with these
-at their defaults (``structure_contrast`` unset: nnUNet's augmentation only).
+at their defaults (``structure_contrast`` and ``vs_texture`` unset: nnUNet's augmentation only).
 """
 
 
