@@ -2,16 +2,18 @@
 
 Why: a translator on a short schedule fills a large VS smoothly (TANQ's
 pseudo-hrT2: neighbouring voxels inside a large VS differ by 0.04-0.12 in
-z-score, real hrT2 by 0.11-0.17; the 10th percentile of the VS sits 0.1 below
-its mean, on real hrT2 0.3 below), while a real VS is mottled. A segmenter
-trained on the smooth fill takes a real VS's darker patches for brain: every
-model trained on the translations drew a large real VS at a fraction of its
-size, and smoothing only the inside of those real VS raised the softmax the
-same model gave them from 0.05-0.27 to 0.26-0.69 (docs/learning-on-a-cpu.md
-section 25). Adding texture to the VS in training makes its inside a poor
+z-score, real hrT2 by 0.11-0.17; the 10th percentile of the VS lies 0.1-0.3
+below its mean, on real hrT2 about 0.3 below), while a real VS is mottled. A
+segmenter trained on the smooth fill takes a real VS's darker patches for
+brain: every model trained on the translations drew a large real VS at a
+fraction of its size, and smoothing only the inside of those real VS raised
+the softmax the same model gave them from 0.05-0.27 to 0.26-0.69
+(docs/learning-on-a-cpu.md section 25). Adding texture to the VS in training makes its inside a poor
 cue, so its outline and position have to carry the decision. The paper's
 related work does the same kind of thing with appearance augmentation of the
-regions of interest (refs 21 and 34).
+regions of interest (refs 21 and 34). Measured, it drew more of the large VS
+on one phantom cohort's translations and not on another's, so the tiny
+configuration leaves it off (section 25).
 
 Only the VS gets it: the cochlea is one or two pixels wide, so a texture on
 its scale is a change of its brightness, which structure-contrast
