@@ -30,9 +30,9 @@ one cohort. Floors on the evaluation hrT2 (mean over cases):
   fluid rule of section 20: seed 0 0.57 / 0.38, 0.06 / 0.00, 0.60 / 0.16,
   0.49 / 0.38 and 0.45 / 0.46, seed 7 0.59 / 0.36 and 0.39 / 0.20 (with the
   VS texture of section 25, not adopted: seed 0 0.30 / 0.11, seed 7
-  0.52 / 0.04). An expected failure, not strict: a cohort reaches it in some runs and not in
-  others, so an unexpected pass says nothing until both cohorts pass run
-  after run; then the marker must go.
+  0.52 / 0.04). An expected failure, not strict: a cohort reaches it in
+  some runs and not in others, so an unexpected pass says nothing until
+  both cohorts pass run after run; then the marker must go.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ segmenter trained on the smooth fill takes a real VS's darker patches for
 brain: every model trained on the translations drew a large real VS at a
 fraction of its size, and smoothing only the inside of those real VS raised
 the softmax the same model gave them from 0.05-0.27 to 0.26-0.69
-(docs/learning-on-a-cpu.md section 25). Adding texture to the VS in training makes its inside a poor
-cue, so its outline and position have to carry the decision. The paper's
-related work does the same kind of thing with appearance augmentation of the
-regions of interest (refs 21 and 34). Measured, it drew more of the large VS
-on one phantom cohort's translations and not on another's, so the tiny
-configuration leaves it off (section 25).
+(docs/learning-on-a-cpu.md section 25). Adding texture to the VS in training
+makes its inside a poor cue, so its outline and position have to carry the
+decision. The paper's related work does the same kind of thing with
+appearance augmentation of the regions of interest (refs 21 and 34).
+Measured, it drew more of the large VS on one phantom cohort's translations
+and not on another's, so the tiny configuration leaves it off (section 25).
 
 Only the VS gets it: the cochlea is one or two pixels wide, so a texture on
 its scale is a change of its brightness, which structure-contrast
@@ -35,14 +35,14 @@ import torch.nn.functional as F
 from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
 
-def smooth_noise(shape: tuple[int, ...], sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def smooth_noise(shape: tuple[int, ...], sigma: float) -> torch.Tensor:
     """White noise of ``shape`` (2 or 3 spatial axes) blurred by a Gaussian of ``sigma`` pixels along each axis,
     scaled to zero mean and unit standard deviation."""
     radius = max(1, math.ceil(3 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
     kernel = (kernel / kernel.sum()).view(1, 1, -1)
-    field = torch.randn(shape, generator=generator)
+    field = torch.randn(shape)
     for axis in range(field.dim()):
         moved = field.movedim(axis, -1)
         rows = moved.reshape(-1, 1, moved.shape[-1])
