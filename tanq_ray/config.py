@@ -155,6 +155,13 @@ class SegmentConfig(StrictModel):
         "[low, high] standard deviations of the patch is added inside the VS, so a model trained on translations, whose "
         "VS are smoother inside than real ones, does not take a smooth inside for the VS; unset = no texture",
     )
+    translated_structure_min_contrast: float | None = Field(
+        None, gt=0,
+        description="adapted rows: each connected piece of a VS or cochlea that a translation drew at less than this "
+        "contrast to its surroundings (|mean inside - mean of a 2-pixel in-plane ring|, in standard deviations of the "
+        "pseudo-hrT2 volume) is left unlabelled there (nnUNet's ignore label), so nnUNet is not taught a structure the "
+        "image does not show; unset = every structure labelled",
+    )
     network_width: int | None = Field(
         None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
         "unset = nnUNet's planned network (32); 8-16 trains on a CPU"

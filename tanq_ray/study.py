@@ -46,7 +46,7 @@ from tanq_ray.evaluate import comparison_table, readable_view, summarize
 from tanq_ray.io_utils import atomic_path, write_text_atomic
 from tanq_ray.runner import Inputs, Runner, Stage, StageContext
 from tanq_ray.segment.roi_volumes import ROI_FOLDER
-from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, multi_view_cases, reference_cases
+from tanq_ray.self_training import REFERENCE_ROWS, SOURCE_ONLY, TARGET_SUPERVISED, reference_cases, translated_training_cases
 from tanq_ray.setting_kinds import folder_fingerprint, result_settings
 from tanq_ray.stage_keys import stage_key, train_key
 from tanq_ray.tables import Table
@@ -190,7 +190,8 @@ def train_row(context: StageContext, row: StudyRow, seed: int, translated: list[
         if row.base in REFERENCE_ROWS:
             cases = reference_cases(config, row.base, folders.train_dir, folders.train_hrT2_labels_dir)
         else:
-            cases = multi_view_cases(translated, [translator.name for translator in row.translators])
+            views = [translator.name for translator in row.translators]
+            cases = translated_training_cases(translated, config.segment, row_dir(config, row, seed), views)
         result = train_and_log_row(config, tracker, run, row_dir(config, row, seed), cases, folders)
     return RowOutputs.of(result)
 

@@ -23,7 +23,6 @@ from tanq_ray.self_training import (
     TARGET_SUPERVISED,
     RowResult,
     hrT2_rois,
-    multi_view_cases,
     pseudo_labelled_cases,
     reference_cases,
     reference_dir,
@@ -32,6 +31,7 @@ from tanq_ray.self_training import (
     source_labels,
     source_rois,
     train_and_score,
+    translated_training_cases,
 )
 from tanq_ray.setting_kinds import folder_fingerprint
 from tanq_ray.stages.data import DataFolders
@@ -46,11 +46,12 @@ PSEUDO_LABEL_SETTINGS = {
     "refine_pseudo_labels", "pseudo_label_vs_margin_mm", "pseudo_label_vs_missing_unlabelled", "self_training_warm_start"
 } | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
-ADAPTED_ROW_SETTINGS = {"views", "structure_contrast", "vs_texture"}
+ADAPTED_ROW_SETTINGS = {"views", "structure_contrast", "vs_texture", "translated_structure_min_contrast"}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
 The reference rows are the bounds without adaptation and train with these
-at their defaults (``structure_contrast`` and ``vs_texture`` unset: nnUNet's augmentation only).
+at their defaults (``structure_contrast`` and ``vs_texture`` unset: nnUNet's augmentation only;
+``translated_structure_min_contrast`` unset, which only pseudo-hrT2 labels read).
 """
 
 
@@ -130,7 +131,8 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
     tags = {"round": index, "row": round_name(index, config.segment.views)}
     with tracker.stage("segment", context.parent, tags=tags, name=f"segment-round-{index}", params=config.section_params("segment")) as run:
         ensure_ray(config)
-        cases = multi_view_cases(translated, config.segment.views)
+        cases = translated_training_cases(translated, config.segment, round_dir(config, index))
+        run.log_metrics({"training_cases_with_erased_structures": sum(case.partial for case in cases)})
         labels = source_labels(translated)
         previous = load_segmenter(round_dir(config, index - 1)) if index > 0 else None
         if previous is not None:

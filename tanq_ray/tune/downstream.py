@@ -14,7 +14,7 @@ from pathlib import Path
 from tanq_ray.config import Config
 from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.run_ref import RunRef
-from tanq_ray.self_training import hrT2_rois, multi_view_cases, source_labels, train_and_score
+from tanq_ray.self_training import hrT2_rois, source_labels, train_and_score, translated_training_cases
 from tanq_ray.translate import translate_cohort
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def downstream_scores(config: Config, view: str, generator: Path, folder: Path, 
         return {}
     eval_dir, labels_dir = folders
     translated = translate_cohort(config.stage_dir("ingest"), {view: generator}, folder / "translate")
-    cases = multi_view_cases(translated.cases)
+    cases = translated_training_cases(translated.cases, config.segment, folder / "segment", views=[view])
     eval_rois = hrT2_rois(config, "eval", eval_dir)
     result = train_and_score(config.segment, folder / "segment", cases, eval_rois, labels_dir, logging_to, source_labels(translated.cases))
     summary = result.evaluation.summary if result.evaluation is not None else {}
