@@ -39,9 +39,15 @@ def structure_contrast(image: np.ndarray, label: np.ndarray, value: int, ring_vo
     if not inside.any():
         return math.nan
     ring = ndimage.binary_dilation(inside, iterations=ring_voxels) & ~inside
-    std = image.std()
-    z = (image - image.mean()) / (std if std > 0 else 1.0)
+    z = z_scores(image)
     return float(z[inside].mean() - z[ring].mean())
+
+
+def z_scores(image: np.ndarray) -> np.ndarray:
+    """``image`` in standard deviations from its mean, as nnUNet normalises an MR volume (a flat image: minus its mean)."""
+    image = np.asarray(image, dtype=np.float64)
+    std = image.std()
+    return (image - image.mean()) / (std if std > 0 else 1.0)
 
 
 def mean_contrasts(volumes: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:

@@ -4,9 +4,9 @@ Why: a pseudo-hrT2 volume carries its source ceT1's labels, true for the
 anatomy but not always for the picture. The demo's CycleGAN view draws the
 cochlea at no contrast to its surroundings, and either translator can lose a
 piece of one (docs/learning-on-a-cpu.md section 27). Labelled as cochlea,
-those voxels ask nnUNet to find a structure where the image shows none, and
-the round-0 models trained so found less of what they could see as well.
-Left unlabelled (:data:`~tanq_ray.labels.UNLABELLED`, nnUNet's ignore
+those voxels ask nnUNet to find a structure where the image shows none; on
+the same translations, round-0 models trained on them drew less of the VS
+as well. Left unlabelled (:data:`~tanq_ray.labels.UNLABELLED`, nnUNet's ignore
 label), they teach nothing either way; every visible structure keeps its
 label, and the other view of the same subject still shows where it is.
 
@@ -16,6 +16,10 @@ minus their mean over the background within :data:`RING_PIXELS` in-plane
 pixels of it, the same surroundings that
 :class:`~tanq_ray.segment.structure_contrast.StructureContrastTransform`
 redraws against. A piece below ``min_contrast`` in absolute value is erased.
+(:func:`tanq_ray.evaluate.contrast.structure_contrast` scores a whole
+structure of a translation against real hrT2, with a ring in 3-D: a
+translator's score. Here each piece is judged in nnUNet's 2d slices, where
+one faint piece of an otherwise visible cochlea is its own training target.)
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from tanq_ray.data.roi import save_nifti
+from tanq_ray.evaluate.contrast import z_scores
 from tanq_ray.labels import BACKGROUND, COCHLEA, UNLABELLED, VS
 from tanq_ray.segment.dataset import DatasetError, TrainingCase
 
@@ -46,8 +51,7 @@ def structure_pieces(
     """
     if image.shape != label.shape:
         raise ValueError(f"image shape {image.shape} and label shape {label.shape} differ")
-    scale = float(image.std())
-    z_scores = (image - image.mean()) / (scale if scale > 0 else 1.0)
+    z = z_scores(image)
     band = [2 * RING_PIXELS + 1] * 3
     band[int(np.argmax(spacing))] = 1
     background = label == BACKGROUND
@@ -58,7 +62,7 @@ def structure_pieces(
             ring = ndimage.binary_dilation(mask, np.ones(band, dtype=bool)) & background
             if not ring.any():
                 continue
-            yield structure, mask, float(z_scores[mask].mean() - z_scores[ring].mean())
+            yield structure, mask, float(z[mask].mean() - z[ring].mean())
 
 
 def with_erased_structures_unlabelled(
