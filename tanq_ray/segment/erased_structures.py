@@ -83,7 +83,8 @@ def unlabel_erased_structures(cases: Sequence[TrainingCase], folder: Path, min_c
 
     A case with nothing erased keeps its label file. A copy newer than both
     the case's image and label is kept, so a resumed round finds the files its
-    nnUNet dataset was built from unchanged.
+    nnUNet dataset was built from unchanged (the pipeline empties a round's
+    folder when its settings, ``min_contrast`` among them, change).
     """
     result = []
     for case in cases:
