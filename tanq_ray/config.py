@@ -162,6 +162,13 @@ class SegmentConfig(StrictModel):
         "pseudo-hrT2 volume) is left unlabelled there (nnUNet's ignore label), so nnUNet is not taught a structure the "
         "image does not show; unset = every structure labelled",
     )
+    translated_erased_structures: Literal["unlabelled", "redrawn"] = Field(
+        "unlabelled",
+        description="adapted rows, with translated_structure_min_contrast: what becomes of a piece the translation erased: "
+        "'unlabelled' (nnUNet's ignore label) or 'redrawn' (labelled, and its mean moved to a contrast to its surroundings "
+        "drawn from the part of structure_contrast at least translated_structure_min_contrast from 0, so nnUNet sees "
+        "every labelled structure)",
+    )
     network_width: int | None = Field(
         None, ge=1, description="features of the U-Net's first stage (doubling per stage, never above nnUNet's plan); "
         "unset = nnUNet's planned network (32); 8-16 trains on a CPU"
@@ -263,6 +270,23 @@ class SegmentConfig(StrictModel):
             raise ValueError(
                 f"folds 'all' trains without cross-validation, so nnUNet cannot choose between configurations "
                 f"{self.configurations}: list one configuration or use folds >= 2"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _redrawn_structures_need_a_visible_contrast_range(self) -> "SegmentConfig":
+        if self.translated_erased_structures != "redrawn":
+            return self
+        least, contrast = self.translated_structure_min_contrast, self.structure_contrast
+        if least is None or contrast is None:
+            raise ValueError(
+                "translated_erased_structures 'redrawn' needs translated_structure_min_contrast (which pieces are erased) "
+                "and structure_contrast (the range a redrawn piece's contrast is drawn from)"
+            )
+        if contrast[0] >= -least and contrast[1] <= least:
+            raise ValueError(
+                f"translated_erased_structures 'redrawn' draws contrasts from structure_contrast {list(contrast)} at least "
+                f"translated_structure_min_contrast {least} from 0, and there are none"
             )
         return self
 

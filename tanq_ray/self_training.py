@@ -38,7 +38,7 @@ from tanq_ray.evaluate import Evaluation, evaluate_folder
 from tanq_ray.models.config import TRANSLATOR_NAMES
 from tanq_ray.run_ref import RunRef
 from tanq_ray.segment import Segmenter, TrainingCase, refine_pseudo_labels, train_segmenter
-from tanq_ray.segment.erased_structures import unlabel_erased_structures
+from tanq_ray.segment.erased_structures import treat_erased_structures
 from tanq_ray.segment.margin import write_with_unlabelled_margin
 from tanq_ray.segment.refine import CochleaPosition, VsLocationPrior
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
@@ -124,13 +124,20 @@ def translated_training_cases(
     """The pseudo-hrT2 training cases of ``views`` (unset: ``segment.views``) as :func:`multi_view_cases` makes them.
 
     With ``segment.translated_structure_min_contrast``, each structure a
-    translation erased is unlabelled in a copy of that case's label under
-    ``folder/erased_structures/`` (:mod:`tanq_ray.segment.erased_structures`).
+    translation erased is unlabelled in a copy of that case's label, or
+    redrawn in a copy of its image (``segment.translated_erased_structures``),
+    under ``folder/erased_structures/`` (:mod:`tanq_ray.segment.erased_structures`).
     """
     cases = multi_view_cases(translated, settings.views if views is None else views)
     if settings.translated_structure_min_contrast is None:
         return cases
-    return unlabel_erased_structures(cases, folder / "erased_structures", settings.translated_structure_min_contrast)
+    return treat_erased_structures(
+        cases,
+        folder / "erased_structures",
+        settings.translated_structure_min_contrast,
+        settings.translated_erased_structures,
+        settings.structure_contrast,
+    )
 
 
 def source_labels(translated: Sequence[TranslatedCase]) -> list[Path]:

@@ -43,6 +43,12 @@ def test_a_setting_changes_the_keys_of_the_rows_that_read_it_only(tmp_path: Path
     assert {name for name in before if before[name] != after[name]} == rerun
 
 
+def test_redrawing_erased_structures_re_runs_the_adapted_rows_only(tmp_path: Path) -> None:
+    rule = ("segment.translated_structure_min_contrast=0.15", "segment.structure_contrast=[-0.5,2.0]")
+    before, after = _reads(tmp_path, *rule), _reads(tmp_path, *rule, "segment.translated_erased_structures=redrawn")
+    assert {name for name in before if before[name] != after[name]} == {"segment-round-0", "segment-round-1"}
+
+
 RULES = [
     "segment.refine_one_cochlea_per_side=true", "segment.refine_vs_location_mm=5", "segment.refine_min_confidence=0",
     "segment.refine_vs_max_fluid_share=0.8",

@@ -23,6 +23,7 @@ from tanq_ray.self_training import (
     TARGET_SUPERVISED,
     RowResult,
     hrT2_rois,
+    multi_view_cases,
     pseudo_labelled_cases,
     reference_cases,
     reference_dir,
@@ -46,12 +47,15 @@ PSEUDO_LABEL_SETTINGS = {
     "refine_pseudo_labels", "pseudo_label_vs_margin_mm", "pseudo_label_vs_missing_unlabelled", "self_training_warm_start"
 } | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
-ADAPTED_ROW_SETTINGS = {"views", "structure_contrast", "vs_texture", "translated_structure_min_contrast"}
+ADAPTED_ROW_SETTINGS = {
+    "views", "structure_contrast", "vs_texture", "translated_structure_min_contrast", "translated_erased_structures"
+}
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
 The reference rows are the bounds without adaptation and train with these
 at their defaults (``structure_contrast`` and ``vs_texture`` unset: nnUNet's augmentation only;
-``translated_structure_min_contrast`` unset, which only pseudo-hrT2 labels read).
+``translated_structure_min_contrast`` unset and ``translated_erased_structures`` at its default, which only
+pseudo-hrT2 volumes read).
 """
 
 
@@ -132,7 +136,8 @@ def segment_round(context: StageContext, index: int, translated: list[Translated
     with tracker.stage("segment", context.parent, tags=tags, name=f"segment-round-{index}", params=config.section_params("segment")) as run:
         ensure_ray(config)
         cases = translated_training_cases(translated, config.segment, round_dir(config, index))
-        run.log_metrics({"training_cases_with_erased_structures": sum(case.partial for case in cases)})
+        as_translated = multi_view_cases(translated, config.segment.views)
+        run.log_metrics({"training_cases_with_erased_structures": sum(a != b for a, b in zip(cases, as_translated))})
         labels = source_labels(translated)
         previous = load_segmenter(round_dir(config, index - 1)) if index > 0 else None
         if previous is not None:
