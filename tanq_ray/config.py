@@ -18,6 +18,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tanq_ray.models.config import TRANSLATOR_NAMES, ModelsConfig, StrictModel, TranslatorName
 
+ErasedTreatment = Literal["unlabelled", "redrawn"]
+"""What becomes of a pseudo-hrT2 structure the translation erased (:mod:`tanq_ray.segment.erased_structures`)."""
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -162,7 +165,7 @@ class SegmentConfig(StrictModel):
         "pseudo-hrT2 volume) is left unlabelled there (nnUNet's ignore label), so nnUNet is not taught a structure the "
         "image does not show; unset = every structure labelled",
     )
-    translated_erased_structures: Literal["unlabelled", "redrawn"] = Field(
+    translated_erased_structures: ErasedTreatment = Field(
         "unlabelled",
         description="adapted rows, with translated_structure_min_contrast: what becomes of a piece the translation erased: "
         "'unlabelled' (nnUNet's ignore label) or 'redrawn' (labelled, and its mean moved to a contrast to its surroundings "

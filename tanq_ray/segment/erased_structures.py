@@ -36,12 +36,13 @@ from __future__ import annotations
 import zlib
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from tanq_ray.config import ErasedTreatment
 from tanq_ray.data.roi import save_nifti
 from tanq_ray.evaluate.contrast import z_scores
 from tanq_ray.labels import BACKGROUND, COCHLEA, UNLABELLED, VS
@@ -49,10 +50,6 @@ from tanq_ray.segment.dataset import DatasetError, TrainingCase
 
 RING_PIXELS = 2
 """Width of the in-plane band of background around a structure that is its surroundings."""
-
-ErasedTreatment = Literal["unlabelled", "redrawn"]
-"""What becomes of an erased piece (module docstring)."""
-
 
 def structure_pieces(
     image: np.ndarray, label: np.ndarray, spacing: Sequence[float]
