@@ -148,9 +148,15 @@ class SegmentConfig(StrictModel):
     )
     structure_contrast: tuple[float, float] | None = Field(
         None,
-        description="augmentation: in half of the training patches each labelled structure is redrawn at a contrast to "
-        "its surroundings drawn from [low, high] standard deviations of the patch, so a model trained on translations "
-        "does not depend on the brightness a translator gave it; unset = nnUNet's augmentation only",
+        description="augmentation: in a share of the training patches (structure_contrast_probability) each labelled "
+        "structure is redrawn at a contrast to its surroundings drawn from [low, high] standard deviations of the patch, "
+        "so a model trained on translations does not depend on the brightness a translator gave it; unset = nnUNet's "
+        "augmentation only",
+    )
+    structure_contrast_probability: float = Field(
+        0.5, ge=0, le=1,
+        description="with structure_contrast: the chance that one labelled structure of one training patch is redrawn; "
+        "the rest keep the contrast the translator gave them",
     )
     vs_texture: tuple[float, float] | None = Field(
         None,

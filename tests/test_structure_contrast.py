@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
+from nnunetv2.training.logging.nnunet_logger import MetaLogger
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from tanq_ray.config import SegmentConfig
 from tanq_ray.segment.structure_contrast import StructureContrastTransform
-from tanq_ray.segment.trainer import with_structure_appearance
+from tanq_ray.segment.schedule import FoldSchedule
+from tanq_ray.segment.trainer import TanqTrainer, with_structure_appearance
 
 
 def _patch(spatial: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,14 +65,28 @@ def test_a_structure_not_drawn_or_not_in_the_patch_is_left_alone() -> None:
     assert torch.equal(unchanged, image)
 
 
-def test_drawn_contrasts_stay_in_the_range_and_each_structure_is_drawn_about_half_the_time() -> None:
+@pytest.mark.parametrize("probability", [0.5, 1.0])
+def test_drawn_contrasts_stay_in_the_range_and_each_structure_is_drawn_at_the_given_rate(probability: float) -> None:
     torch.manual_seed(0)
-    transform = StructureContrastTransform((1, 2), (-0.5, 2.0))
+    transform = StructureContrastTransform((1, 2), (-0.5, 2.0), probability)
     draws = [transform.get_parameters()["targets"] for _ in range(2000)]
     for label in (1, 2):
         values = [targets[label] for targets in draws if label in targets]
-        assert 0.45 < len(values) / len(draws) < 0.55
+        assert abs(len(values) / len(draws) - probability) < 0.05
         assert -0.5 <= min(values) and max(values) <= 2.0 and max(values) - min(values) > 2.0
+
+
+def test_the_trainer_redraws_at_the_schedules_rate(tmp_path: Path) -> None:
+    schedule = FoldSchedule.from_settings(
+        SegmentConfig(structure_contrast=(0.2, 2.0), structure_contrast_probability=1.0, foreground_oversampling=0.75)
+    )
+    trainer = SimpleNamespace(label_manager=SimpleNamespace(foreground_labels=[1, 2]), was_initialized=False, logger=MetaLogger(str(tmp_path), resume=False))
+    TanqTrainer.configure(trainer, schedule)  # as each fold task does, on a stand-in for nnUNet's trainer
+    pipeline = TanqTrainer.get_training_transforms(
+        trainer, np.array([40, 40]), (-np.pi, np.pi), None, (0, 1), do_dummy_2d_data_aug=False, foreground_labels=(1, 2)
+    )
+    (redraw,) = [step for step in pipeline.transforms if isinstance(step, StructureContrastTransform)]
+    assert redraw.contrast == (0.2, 2.0) and redraw.probability == 1.0
 
 
 def test_nnunet_pipeline_gets_the_transform_after_its_spatial_step_and_runs() -> None:

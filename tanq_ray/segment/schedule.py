@@ -25,6 +25,7 @@ class FoldSchedule:
     foreground_oversampling: float | None = None  # None = nnUNet's 0.33
     augmentation_processes: int = 0  # nnUNet's nnUNet_n_proc_DA; 0 = augment in the training process
     structure_contrast: tuple[float, float] | None = None  # None = nnUNet's augmentation as it is
+    structure_contrast_probability: float = 0.5  # chance per patch and structure of the redraw
     vs_texture: tuple[float, float] | None = None  # None = no texture added inside the VS
 
     @classmethod
@@ -39,5 +40,6 @@ class FoldSchedule:
             foreground_oversampling=settings.foreground_oversampling,
             augmentation_processes=settings.augmentation_processes,
             structure_contrast=settings.structure_contrast,
+            structure_contrast_probability=settings.structure_contrast_probability,
             vs_texture=settings.vs_texture,
         )

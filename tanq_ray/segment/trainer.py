@@ -124,6 +124,7 @@ class TanqTrainer(nnUNetTrainer):
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
         self.structure_contrast: tuple[float, float] | None = None
+        self.structure_contrast_probability = 0.5
         self.vs_texture: tuple[float, float] | None = None
         self.training_augmentation = ""  # the transforms' names, once the data loaders are built
         self.run: BackgroundLog | None = None
@@ -145,6 +146,7 @@ class TanqTrainer(nnUNetTrainer):
         self.test_time_mirroring = schedule.test_time_mirroring
         self.optimizer_name = schedule.optimizer
         self.structure_contrast = schedule.structure_contrast
+        self.structure_contrast_probability = schedule.structure_contrast_probability
         self.vs_texture = schedule.vs_texture
         self.save_every = checkpoint_interval(schedule.epochs)
         self.logger = SparseProgressLogger(self.logger, schedule.epochs)
@@ -188,7 +190,11 @@ class TanqTrainer(nnUNetTrainer):
         )
         appearance: list[BasicTransform] = []
         if self.structure_contrast is not None:
-            appearance.append(StructureContrastTransform(tuple(self.label_manager.foreground_labels), self.structure_contrast))
+            appearance.append(
+                StructureContrastTransform(
+                    tuple(self.label_manager.foreground_labels), self.structure_contrast, self.structure_contrast_probability
+                )
+            )
         if self.vs_texture is not None:
             appearance.append(StructureTextureTransform(VS, self.vs_texture))
         if appearance:

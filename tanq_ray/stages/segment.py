@@ -48,7 +48,8 @@ PSEUDO_LABEL_SETTINGS = {
 } | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
 ADAPTED_ROW_SETTINGS = {
-    "views", "structure_contrast", "vs_texture", "translated_structure_min_contrast", "translated_erased_structures"
+    "views", "structure_contrast", "structure_contrast_probability", "vs_texture", "translated_structure_min_contrast",
+    "translated_erased_structures",
 }
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
