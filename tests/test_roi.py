@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import PERMUTED_AFFINE, save_nifti, synthetic_pair
-from tanq_ray.config import IngestConfig
+from tanq_ray.config import IngestConfig, load_config
+from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.data.geometry import volume_to_slices
 from tanq_ray.data.roi import cut_roi, paste_back, plan_roi, read_geometry, roi_affine
 from tanq_ray.data.volume import load_volume
@@ -85,6 +86,25 @@ def test_cochlea_two_voxels_wide_survives_the_tiny_resolution(tmp_path: Path) ->
     assert (slices[2] == 2).sum() == 2  # the two structures, one pixel each
     vs_pixels = (slices == 1).sum(axis=(1, 2))
     assert np.all(np.abs(vs_pixels - (40 * 0.4 / 1.64) ** 2) < 25)  # the VS keeps its size (about 95 pixels)
+
+
+def test_the_phantoms_cochleae_keep_their_volume_on_the_tiny_roi_grid(tmp_path: Path) -> None:
+    """Pooled over six subjects, each modality's cochlea labels cover as many mm^3 on the ROI grid as natively.
+
+    A majority vote per 1.3 mm pixel kept about 0.64 of the ceT1 cochleae and
+    0.75 of the hrT2 ones: models trained on them learned to draw the cochlea small.
+    """
+    generate_cohort(tmp_path, cases=6, eval_cases=0, size=96, seed=3)
+    settings = load_config(Path(__file__).parents[1] / "configs" / "tiny.yaml").ingest
+    roi_voxel_mm3 = (settings.crop_size * settings.spacing[0] / settings.image_size) ** 2 * settings.spacing[2]
+    for pattern in ("train/*_Label.nii.gz", "train_hrT2_labels/*.nii.gz"):
+        native = roi = 0.0
+        for path in sorted(tmp_path.glob(pattern)):
+            volume = load_volume(path, is_label=True)
+            slices = volume_to_slices(volume.data, plan_roi(volume, settings), is_label=True)
+            native += (volume.data == 2).sum() * float(np.prod(volume.spacing))
+            roi += (slices == 2).sum() * roi_voxel_mm3
+        assert 0.9 < roi / native < 1.12, pattern
 
 
 def test_pseudo_and_real_hrT2_of_one_site_share_the_roi_grid(tmp_path: Path) -> None:
