@@ -8,10 +8,11 @@ import pytest
 
 from conftest import PERMUTED_AFFINE, save_nifti, synthetic_pair
 from tanq_ray.config import IngestConfig, load_config
-from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.data.geometry import volume_to_slices
+from tanq_ray.data.phantom import generate_cohort
 from tanq_ray.data.roi import cut_roi, paste_back, plan_roi, read_geometry, roi_affine
 from tanq_ray.data.volume import load_volume
+from tanq_ray.labels import COCHLEA
 
 LPS_AFFINE = np.diag([-0.39, -0.39, 1.6, 1.0]) @ np.eye(4)
 LPS_AFFINE[:3, 3] = (40.0, 30.0, -20.0)
@@ -102,15 +103,13 @@ def test_the_phantoms_cochleae_keep_their_volume_on_the_tiny_roi_grid(tmp_path: 
         for path in sorted(tmp_path.glob(pattern)):
             volume = load_volume(path, is_label=True)
             slices = volume_to_slices(volume.data, plan_roi(volume, settings), is_label=True)
-            native += (volume.data == 2).sum() * float(np.prod(volume.spacing))
-            roi += (slices == 2).sum() * roi_voxel_mm3
+            native += (volume.data == COCHLEA).sum() * float(np.prod(volume.spacing))
+            roi += (slices == COCHLEA).sum() * roi_voxel_mm3
         assert 0.9 < roi / native < 1.12, pattern
 
 
 def test_pseudo_and_real_hrT2_of_one_site_share_the_roi_grid(tmp_path: Path) -> None:
     """The ROI of a ceT1 (what pseudo-hrT2 is written on) and of an hrT2 of the same site: same spacing and shape."""
-    from tanq_ray.data.phantom import generate_cohort
-
     cohort = generate_cohort(tmp_path / "phantom", cases=2, eval_cases=0, size=64)
     settings = IngestConfig(image_size=64)
     ceT1 = cut_roi("a", cohort.train_dir / f"{cohort.labelled_cases[0]}_ceT1.nii.gz", None, settings, tmp_path / "r")

@@ -80,7 +80,9 @@ def test_the_trainer_redraws_at_the_schedules_rate(tmp_path: Path) -> None:
     schedule = FoldSchedule.from_settings(
         SegmentConfig(structure_contrast=(0.2, 2.0), structure_contrast_probability=1.0, foreground_oversampling=0.75)
     )
-    trainer = SimpleNamespace(label_manager=SimpleNamespace(foreground_labels=[1, 2]), was_initialized=False, logger=MetaLogger(str(tmp_path), resume=False))
+    trainer = SimpleNamespace(
+        label_manager=SimpleNamespace(foreground_labels=[1, 2]), was_initialized=False, logger=MetaLogger(str(tmp_path), False)
+    )
     TanqTrainer.configure(trainer, schedule)  # as each fold task does, on a stand-in for nnUNet's trainer
     pipeline = TanqTrainer.get_training_transforms(
         trainer, np.array([40, 40]), (-np.pi, np.pi), None, (0, 1), do_dummy_2d_data_aug=False, foreground_labels=(1, 2)

@@ -25,7 +25,7 @@ class FoldSchedule:
     foreground_oversampling: float | None = None  # None = nnUNet's 0.33
     augmentation_processes: int = 0  # nnUNet's nnUNet_n_proc_DA; 0 = augment in the training process
     structure_contrast: tuple[float, float] | None = None  # None = nnUNet's augmentation as it is
-    structure_contrast_probability: float = 0.5  # chance per patch and structure of the redraw
+    structure_contrast_probability: float = SegmentConfig.model_fields["structure_contrast_probability"].default
     vs_texture: tuple[float, float] | None = None  # None = no texture added inside the VS
 
     @classmethod

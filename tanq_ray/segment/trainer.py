@@ -124,7 +124,7 @@ class TanqTrainer(nnUNetTrainer):
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
         self.structure_contrast: tuple[float, float] | None = None
-        self.structure_contrast_probability = 0.5
+        self.structure_contrast_probability = FoldSchedule.structure_contrast_probability
         self.vs_texture: tuple[float, float] | None = None
         self.training_augmentation = ""  # the transforms' names, once the data loaders are built
         self.run: BackgroundLog | None = None
