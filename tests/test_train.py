@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -102,10 +103,23 @@ def _train_worker_pids() -> list[int]:
     return pids
 
 
+def _registered_checkpoints(storage: Path) -> int:
+    """Checkpoints Ray Train's controller has registered, read from the snapshot it writes after each one.
+
+    A checkpoint folder appears when the worker uploads it, before the controller has registered the
+    report; a worker killed in between restarts from scratch, so the folder alone is not enough.
+    """
+    try:
+        snapshot = json.loads((storage / "checkpoint_manager_snapshot.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return len(snapshot.get("checkpoint_results") or [])
+
+
 def _kill_one_worker_after_checkpoint(storage: Path, killed: list[int]) -> None:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
-        if len(list(storage.glob("checkpoint_*"))) >= 2:
+        if _registered_checkpoints(storage) >= 1:
             for pid in _train_worker_pids():
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
