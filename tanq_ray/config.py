@@ -146,6 +146,12 @@ class SegmentConfig(StrictModel):
         description="share of each batch drawn around a labelled structure (nnUNet's oversample_foreground_percent); "
         "unset = nnUNet's 0.33",
     )
+    vs_patch_share: float | None = Field(
+        None, ge=0, le=1,
+        description="adapted rows: of the patches centred on a labelled structure (foreground_oversampling), the share "
+        "centred on a VS, the rest on a cochlea, whichever structures each case holds (a case without the drawn one gets "
+        "nnUNet's choice); unset = nnUNet's: one of the structures the case holds, at equal chance",
+    )
     structure_contrast: tuple[float, float] | None = Field(
         None,
         description="augmentation: in a share of the training patches (structure_contrast_probability) each labelled "

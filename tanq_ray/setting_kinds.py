@@ -31,7 +31,8 @@ CHANGES_RESULTS = frozenset(
         "train.batch_size", "train.shuffle_buffer", "train.crop_size", "train.load_size", "train.flip", "train.seed",
         "train.num_workers",  # data-parallel workers multiply the batch: another optimisation
         "segment.configurations", "segment.folds", "segment.epochs", "segment.iterations_per_epoch", "segment.batch_size",
-        "segment.initial_lr", "segment.optimizer", "segment.network_width", "segment.foreground_oversampling", "segment.views",
+        "segment.initial_lr", "segment.optimizer", "segment.network_width", "segment.foreground_oversampling", "segment.vs_patch_share",
+        "segment.views",
         "segment.structure_contrast", "segment.structure_contrast_probability", "segment.vs_texture",
         "segment.translated_structure_min_contrast", "segment.translated_erased_structures",
         "segment.refine_pseudo_labels", "segment.refine_min_confidence", "segment.refine_vs_location_mm",

@@ -36,11 +36,11 @@ from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois
 from tanq_ray.self_training import refinement_rules, segment_and_refine
 
 
-# A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4 (3 drawn around a structure), structures at
-# random contrasts, no test-time mirroring.
+# A tiny schedule: 2 folds of 2d, 2 epochs x 5 iterations, batch 4 (3 drawn around a structure, VS or cochlea at
+# fixed shares), structures at random contrasts, no test-time mirroring.
 TINY = SegmentConfig(
     configurations=["2d"], folds=2, epochs=2, iterations_per_epoch=5, batch_size=4, foreground_oversampling=0.75,
-    structure_contrast=(-0.5, 2.0), test_time_mirroring=False,
+    vs_patch_share=0.5, structure_contrast=(-0.5, 2.0), test_time_mirroring=False,
 )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ def _reads(tmp_path: Path, *overrides: str) -> dict[str, dict]:
     [
         ("segment.structure_contrast=[-0.5,2.0]", {"segment-round-0", "segment-round-1"}),
         ("segment.structure_contrast_probability=1.0", {"segment-round-0", "segment-round-1"}),
+        ("segment.vs_patch_share=0.67", {"segment-round-0", "segment-round-1"}),
         ("segment.vs_texture=[0.0,0.4]", {"segment-round-0", "segment-round-1"}),
         ("segment.views=[tanq]", {"segment-round-0", "segment-round-1"}),
         ("segment.translated_structure_min_contrast=0.15", {"segment-round-0", "segment-round-1"}),

@@ -23,6 +23,7 @@ class FoldSchedule:
     test_time_mirroring: bool = True  # nnUNet's default; off = 4x (2d) / 8x (3d) cheaper inference
     optimizer: str = "sgd"  # "sgd" (nnUNet's default) or "adamw" (nnUNet's nnUNetTrainerAdam)
     foreground_oversampling: float | None = None  # None = nnUNet's 0.33
+    vs_patch_share: float | None = None  # None = nnUNet's choice among the structures a case holds
     augmentation_processes: int = 0  # nnUNet's nnUNet_n_proc_DA; 0 = augment in the training process
     structure_contrast: tuple[float, float] | None = None  # None = nnUNet's augmentation as it is
     structure_contrast_probability: float = SegmentConfig.model_fields["structure_contrast_probability"].default
@@ -38,6 +39,7 @@ class FoldSchedule:
             test_time_mirroring=settings.test_time_mirroring,
             optimizer=settings.optimizer,
             foreground_oversampling=settings.foreground_oversampling,
+            vs_patch_share=settings.vs_patch_share,
             augmentation_processes=settings.augmentation_processes,
             structure_contrast=settings.structure_contrast,
             structure_contrast_probability=settings.structure_contrast_probability,

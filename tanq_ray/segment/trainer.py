@@ -19,6 +19,10 @@ section 3, step 2). What changes:
   their brightness; and :class:`~tanq_ray.segment.structure_texture.StructureTextureTransform`
   after it: a smooth random texture inside the VS, whose translations are
   smoother inside than real VS;
+- the schedule may fix the share of VS and cochlea among the patches
+  nnUNet centres on a structure
+  (:class:`~tanq_ray.segment.structure_sampling.StructureShareLoader`),
+  instead of nnUNet's choice among the structures each case holds;
 - the schedule may turn off test-time mirroring (nnUNet averages the network
   over all mirrorings of the input, 4 passes in 2d, 8 in 3d), for the final
   validation and, through the checkpoint, for prediction; training
@@ -60,9 +64,10 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
 
 from tanq_ray.io_utils import atomic_path
-from tanq_ray.labels import VS
+from tanq_ray.labels import COCHLEA, VS
 from tanq_ray.segment.schedule import FoldSchedule
 from tanq_ray.segment.structure_contrast import StructureContrastTransform
+from tanq_ray.segment.structure_sampling import loaders_with_structure_shares
 from tanq_ray.segment.structure_texture import StructureTextureTransform
 from tanq_ray.tracking_buffer import BackgroundLog
 
@@ -121,6 +126,7 @@ class TanqTrainer(nnUNetTrainer):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.batch_size_override: int | None = None
         self.foreground_oversampling: float | None = None
+        self.vs_patch_share: float | None = None
         self.test_time_mirroring = True
         self.optimizer_name = "sgd"
         self.structure_contrast: tuple[float, float] | None = None
@@ -143,6 +149,7 @@ class TanqTrainer(nnUNetTrainer):
         self.initial_lr = schedule.initial_lr
         self.batch_size_override = schedule.batch_size
         self.foreground_oversampling = schedule.foreground_oversampling
+        self.vs_patch_share = schedule.vs_patch_share
         self.test_time_mirroring = schedule.test_time_mirroring
         self.optimizer_name = schedule.optimizer
         self.structure_contrast = schedule.structure_contrast
@@ -208,6 +215,13 @@ class TanqTrainer(nnUNetTrainer):
             self.batch_size = self.batch_size_override
         if self.foreground_oversampling is not None:
             self.oversample_foreground_percent = self.foreground_oversampling
+
+    def get_dataloaders(self):
+        """nnUNet's loaders; with ``vs_patch_share``, structure-centred patches pick VS or cochlea at those shares."""
+        if self.vs_patch_share is None:
+            return super().get_dataloaders()
+        with loaders_with_structure_shares({VS: self.vs_patch_share, COCHLEA: 1.0 - self.vs_patch_share}):
+            return super().get_dataloaders()
 
     def save_checkpoint(self, filename: str) -> None:
         if self.fold == "all" and Path(filename).name == "checkpoint_best.pth":

@@ -48,13 +48,14 @@ PSEUDO_LABEL_SETTINGS = {
 } | REFINEMENT_RULES
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
 ADAPTED_ROW_SETTINGS = {
-    "views", "structure_contrast", "structure_contrast_probability", "vs_texture", "translated_structure_min_contrast",
-    "translated_erased_structures",
+    "views", "vs_patch_share", "structure_contrast", "structure_contrast_probability", "vs_texture",
+    "translated_structure_min_contrast", "translated_erased_structures",
 }
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
 The reference rows are the bounds without adaptation and train with these
-at their defaults (``structure_contrast`` and ``vs_texture`` unset: nnUNet's augmentation only;
+at their defaults (``vs_patch_share`` unset: nnUNet's patch sampling; ``structure_contrast`` and ``vs_texture``
+unset: nnUNet's augmentation only;
 ``translated_structure_min_contrast`` unset and ``translated_erased_structures`` at its default, which only
 pseudo-hrT2 volumes read).
 """
