@@ -43,9 +43,18 @@ class StructureShareLoader(nnUNetDataLoader):
             raise ValueError(f"structure_shares must be non-negative and sum to 1, got {dict(structure_shares)}")
         self.structure_probabilities = shares
 
-    def get_bbox(self, data_shape, force_fg, class_locations, overwrite_class=None, verbose=False):
+    def get_bbox(
+        self,
+        data_shape: np.ndarray,
+        force_fg: bool,
+        class_locations: dict | None,
+        overwrite_class: int | tuple[int, ...] | None = None,
+        verbose: bool = False,
+    ) -> tuple[list[int], list[int]]:
+        """nnUNet's patch box; a structure-centred one is centred on the class drawn from the shares."""
         if force_fg and overwrite_class is None:
-            overwrite_class = self.structure_classes[np.random.choice(len(self.structure_classes), p=self.structure_probabilities)]
+            drawn = np.random.choice(len(self.structure_classes), p=self.structure_probabilities)
+            overwrite_class = self.structure_classes[drawn]
         return super().get_bbox(data_shape, force_fg, class_locations, overwrite_class, verbose)
 
 
