@@ -190,7 +190,7 @@ CONFIG_EPILOG = (
 OVERVIEW = """The TANQ recipe on Ray: translate labelled ceT1 into pseudo-hrT2, train nnUNet on it, self-train on real hrT2.
 
 quick start:
-  tanq pipeline --config configs/tiny.yaml       every stage on a built-in phantom cohort (6-23 minutes on 2 CPUs)
+  tanq pipeline --config configs/tiny.yaml       every stage on a built-in phantom cohort (8-30 minutes on 2 CPUs)
   tanq pipeline --config configs/tiny.yaml data.train_dir=/data/train data.eval_dir=/data/eval
   mlflow ui --backend-store-uri sqlite:///mlflow.db
 
