@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test]"
+	# Twice quiet: setuptools prints an informational notice on every editable
+	# install; errors still show.
+	$(PY) -m pip install --quiet --quiet -e ".[test]"
 	@if $(PY) -m pip list 2>/dev/null | grep -i '^nvidia-'; then \
 		echo "error: CUDA packages were pulled in; the CPU install must not need them" >&2; exit 1; fi
 	touch $(STAMP)
