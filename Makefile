@@ -8,12 +8,12 @@ TORCH := torch==2.13.0
 
 .PHONY: venv demo test test-slow bench clean
 
+# The editable install runs twice quiet: setuptools prints an informational
+# notice on every editable install; errors still show.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	# Twice quiet: setuptools prints an informational notice on every editable
-	# install; errors still show.
 	$(PY) -m pip install --quiet --quiet -e ".[test]"
 	@if $(PY) -m pip list 2>/dev/null | grep -i '^nvidia-'; then \
 		echo "error: CUDA packages were pulled in; the CPU install must not need them" >&2; exit 1; fi
