@@ -14,7 +14,7 @@ one cohort. Floors on the evaluation hrT2 (mean over cases):
 - the recipe's goal for the final adapted row, VS >= 0.5 and cochlea >= 0.3.
   With the committed configuration it was met in most runs of both cohorts,
   not in all (every run is listed in docs/learning-on-a-cpu.md sections
-  16-31 and docs/performance.md): an expected failure, not strict, so an
+  16-32 and docs/performance.md): an expected failure, not strict, so an
   unexpected pass says nothing; the marker goes when both cohorts pass run
   after run.
 """
