@@ -177,6 +177,12 @@ class SegmentConfig(StrictModel):
         "pseudo-hrT2 volume) is left unlabelled there (nnUNet's ignore label), so nnUNet is not taught a structure the "
         "image does not show; unset = every structure labelled",
     )
+    translated_smoothing: bool = Field(
+        False,
+        description="adapted rows: each pseudo-hrT2 volume is filtered in-plane with [1, 2, 1] / 4 before nnUNet trains on "
+        "it, which removes the checkerboard the translators' transposed convolutions draw (real hrT2 has none); off = "
+        "the translations as drawn",
+    )
     translated_erased_structures: ErasedTreatment = Field(
         "unlabelled",
         description="adapted rows, with translated_structure_min_contrast: what becomes of a piece the translation erased: "

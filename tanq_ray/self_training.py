@@ -42,6 +42,7 @@ from tanq_ray.segment.erased_structures import treat_erased_structures
 from tanq_ray.segment.margin import write_with_unlabelled_margin
 from tanq_ray.segment.refine import CochleaPosition, VsLocationPrior
 from tanq_ray.segment.roi_volumes import ROI_FOLDER, VolumeToCut, cut_rois, paste_back_file, segment_rois
+from tanq_ray.segment.smoothing import smoothed_cases
 from tanq_ray.translate import TranslatedCase
 
 VIEW_SEPARATOR = "__"
@@ -123,12 +124,17 @@ def translated_training_cases(
 ) -> list[TrainingCase]:
     """The pseudo-hrT2 training cases of ``views`` (unset: ``segment.views``) as :func:`multi_view_cases` makes them.
 
-    With ``segment.translated_structure_min_contrast``, each structure a
+    With ``segment.translated_smoothing``, each image is first replaced by an
+    in-plane smoothed copy under ``folder/smoothed/``
+    (:mod:`tanq_ray.segment.smoothing`). With
+    ``segment.translated_structure_min_contrast``, each structure a
     translation erased is unlabelled in a copy of that case's label, or
     redrawn in a copy of its image (``segment.translated_erased_structures``),
     under ``folder/erased_structures/`` (:mod:`tanq_ray.segment.erased_structures`).
     """
     cases = multi_view_cases(translated, settings.views if views is None else views)
+    if settings.translated_smoothing:
+        cases = smoothed_cases(cases, folder / "smoothed")
     if settings.translated_structure_min_contrast is None:
         return cases
     return treat_erased_structures(

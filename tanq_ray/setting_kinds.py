@@ -34,7 +34,7 @@ CHANGES_RESULTS = frozenset(
         "segment.initial_lr", "segment.optimizer", "segment.network_width", "segment.foreground_oversampling", "segment.vs_patch_share",
         "segment.views",
         "segment.structure_contrast", "segment.structure_contrast_probability", "segment.vs_texture",
-        "segment.translated_structure_min_contrast", "segment.translated_erased_structures",
+        "segment.translated_structure_min_contrast", "segment.translated_erased_structures", "segment.translated_smoothing",
         "segment.refine_pseudo_labels", "segment.refine_min_confidence", "segment.refine_vs_location_mm",
         "segment.refine_vs_max_fluid_share", "segment.refine_one_cochlea_per_side", "segment.refine_predictions",
         "segment.pseudo_label_vs_margin_mm", "segment.pseudo_label_vs_missing_unlabelled", "segment.self_training_warm_start",

@@ -29,6 +29,7 @@ def _reads(tmp_path: Path, *overrides: str) -> dict[str, dict]:
         ("segment.vs_texture=[0.0,0.4]", {"segment-round-0", "segment-round-1"}),
         ("segment.views=[tanq]", {"segment-round-0", "segment-round-1"}),
         ("segment.translated_structure_min_contrast=0.15", {"segment-round-0", "segment-round-1"}),
+        ("segment.translated_smoothing=true", {"segment-round-0", "segment-round-1"}),
         ("segment.refine_one_cochlea_per_side=true", {"segment-round-1"}),
         ("segment.pseudo_label_vs_margin_mm=4", {"segment-round-1"}),
         ("segment.self_training_warm_start=true", {"segment-round-1"}),

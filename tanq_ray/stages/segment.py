@@ -49,7 +49,7 @@ PSEUDO_LABEL_SETTINGS = {
 """Segment settings that only self-training rounds (r >= 1) read (the rules also every row that refines its predictions)."""
 ADAPTED_ROW_SETTINGS = {
     "views", "vs_patch_share", "structure_contrast", "structure_contrast_probability", "vs_texture",
-    "translated_structure_min_contrast", "translated_erased_structures",
+    "translated_structure_min_contrast", "translated_erased_structures", "translated_smoothing",
 }
 """Segment settings that only the adapted rows (round 0 and self-training) read: not in the reference rows' keys.
 
