@@ -3,9 +3,9 @@
 Why: without anti-aliased sampling (``models.<translator>.antialias: false``:
 the tiny configuration's TANQ, for time, and CycleGAN by default) a
 translator upsamples with stride-2 transposed convolutions, which print a
-checkerboard into every slice it draws. Real hrT2 has none: on the demo's cohort the power on the
-Nyquist row and column of a slice's spectrum was 8-10 times real hrT2's
-(docs/learning-on-a-cpu.md section 32). A segmenter trained on the
+checkerboard into every slice it draws. Real hrT2 has none: on the demo's
+cohort the power on the Nyquist row and column of a slice's spectrum was
+8-10 times real hrT2's (docs/learning-on-a-cpu.md section 32). A segmenter trained on the
 translations can take that texture for part of what an hrT2 looks like.
 The ``[1, 2, 1] / 4`` filter along each in-plane axis has a zero at the
 Nyquist frequency, so it removes the checkerboard exactly, and keeps a
