@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary sibling, then rename over the target.
 
 A reader never sees a half-written file, and a crash leaves at most a
-``.tmp-*`` file that the next run ignores and overwrites.
+``.tmp-*`` file that the next run ignores and overwrites. So a derived file
+that exists is whole, and :func:`up_to_date` can keep it on a resumed run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def up_to_date(target: Path, *sources: str | Path) -> bool:
+    """Whether ``target`` exists and is no older than any of ``sources`` (the files it was made from)."""
+    return target.is_file() and target.stat().st_mtime_ns >= max(Path(s).stat().st_mtime_ns for s in sources)
 
 
 def write_text_atomic(target: str | Path, text: str) -> Path:

@@ -45,6 +45,7 @@ from scipy import ndimage
 from tanq_ray.config import ErasedTreatment
 from tanq_ray.data.roi import save_nifti
 from tanq_ray.evaluate.contrast import z_scores
+from tanq_ray.io_utils import up_to_date
 from tanq_ray.labels import BACKGROUND, COCHLEA, UNLABELLED, VS
 from tanq_ray.segment.dataset import DatasetError, TrainingCase
 
@@ -164,8 +165,7 @@ def treat_erased_structures(
     result = []
     for case in cases:
         target = folder / f"{case.case_id}.nii.gz"
-        newest_input = max(case.image.stat().st_mtime_ns, case.label.stat().st_mtime_ns)
-        if target.is_file() and target.stat().st_mtime_ns >= newest_input:
+        if up_to_date(target, case.image, case.label):
             result.append(_with_copy(case, target, treatment))
             continue
         label_file, image_file = nib.load(str(case.label)), nib.load(str(case.image))

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from tanq_ray.data.roi import save_nifti
+from tanq_ray.io_utils import up_to_date
 from tanq_ray.labels import BACKGROUND, UNLABELLED, VS
 from tanq_ray.segment.refine import VsLocationPrior, offsets_mm
 
@@ -64,7 +65,7 @@ def write_with_unlabelled_margin(
     A ``target`` newer than ``label_path`` is kept, so a resumed round finds
     the files its nnUNet dataset was built from unchanged.
     """
-    if target.is_file() and target.stat().st_mtime_ns >= label_path.stat().st_mtime_ns:
+    if up_to_date(target, label_path):
         return target
     image = nib.load(str(label_path))
     label = np.asarray(image.dataobj).astype(np.uint8)

@@ -20,6 +20,7 @@ import ray
 
 from tanq_ray.config import IngestConfig
 from tanq_ray.data.roi import RoiCase, cut_roi, paste_back, read_geometry, save_nifti
+from tanq_ray.io_utils import up_to_date
 from tanq_ray.segment.predict import predict_volumes
 from tanq_ray.segment.segmenter import Segmenter
 
@@ -63,7 +64,7 @@ def segment_rois(
 
 def paste_back_file(roi_label: Path, case: RoiCase, target: Path) -> Path:
     """Write the ROI label map ``roi_label`` of ``case`` onto its source volume's full grid at ``target``."""
-    if target.is_file() and target.stat().st_mtime_ns >= Path(roi_label).stat().st_mtime_ns:
+    if up_to_date(target, roi_label):
         return target
     array = np.asarray(nib.load(str(roi_label)).dataobj)
     return save_nifti(paste_back(array, read_geometry(case.geometry)), target)

@@ -5,8 +5,9 @@ the tiny configuration's TANQ, for time, and CycleGAN by default) a
 translator upsamples with stride-2 transposed convolutions, which print a
 checkerboard into every slice it draws. Real hrT2 has none: on the demo's
 cohort the power on the Nyquist row and column of a slice's spectrum was
-8-10 times real hrT2's (docs/learning-on-a-cpu.md section 32). A segmenter trained on the
-translations can take that texture for part of what an hrT2 looks like.
+8-10 times real hrT2's (docs/learning-on-a-cpu.md section 32). A segmenter
+trained on the translations can take that texture for part of what an
+hrT2 looks like.
 The ``[1, 2, 1] / 4`` filter along each in-plane axis has a zero at the
 Nyquist frequency, so it removes the checkerboard exactly, and keeps a
 constant and a linear ramp as they are.
@@ -26,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from tanq_ray.data.roi import save_nifti
+from tanq_ray.io_utils import up_to_date
 from tanq_ray.segment.dataset import TrainingCase
 
 BINOMIAL = np.array([0.25, 0.5, 0.25])
@@ -53,7 +55,7 @@ def smoothed_cases(cases: Sequence[TrainingCase], folder: Path) -> list[Training
     result = []
     for case in cases:
         target = folder / f"{case.case_id}.nii.gz"
-        if not (target.is_file() and target.stat().st_mtime_ns >= case.image.stat().st_mtime_ns):
+        if not up_to_date(target, case.image):
             image = nib.load(str(case.image))
             smoothed = smooth_in_plane(np.asarray(image.dataobj), image.header.get_zooms()[:3])
             copy = nib.Nifti1Image(smoothed, image.affine, image.header)
